@@ -1,0 +1,1 @@
+"""ActivityPub transport: discovery, HTTP Signatures, inbox, durable delivery."""

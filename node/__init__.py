@@ -1,0 +1,1 @@
+"""One convene node as a program: storage, members, proposals, API, pages, CLI."""
