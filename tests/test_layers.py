@@ -10,9 +10,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN_MODULES = {
-    "asyncio", "aiohttp", "aiosqlite", "socket", "sqlite3", "requests", "httpx",
-    "urllib.request", "http.client", "random", "secrets", "uuid", "time", "os",
-    "subprocess", "threading", "node", "federation",
+    "asyncio",
+    "aiohttp",
+    "aiosqlite",
+    "socket",
+    "sqlite3",
+    "requests",
+    "httpx",
+    "urllib.request",
+    "http.client",
+    "random",
+    "secrets",
+    "uuid",
+    "time",
+    "os",
+    "subprocess",
+    "threading",
+    "node",
+    "federation",
 }
 FORBIDDEN_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("date", "today")}
 
