@@ -1,0 +1,179 @@
+"""The bundle format: strict typed records, bounded lines, clear errors with line numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.bundle import (
+    MAX_LINE_BYTES,
+    ActorRecord,
+    BallotRecord,
+    BundleError,
+    EntryRecord,
+    Header,
+    ReceiptRecord,
+    decode_record,
+    encode_bundle,
+    encode_record,
+    header,
+    iter_records,
+    parse_bundle,
+)
+from protocol.errors import DecodeError, ProtocolError
+
+HEAD = header("https://a.example/actor", "2026-11-26T14:00:00Z")
+BODY = [
+    ActorRecord(document={"id": "https://a.example/actor", "type": "Group"}),
+    EntryRecord(entry={"seq": 0, "prev": None, "type": "Genesis"}),
+    BallotRecord(
+        actor="https://a.example/actor",
+        proposal="https://r.example/actor/entries/3",
+        member="m1",
+        ballot={"choice": "agree"},
+        nonce="00" * 16,
+        receipt="ab" * 32,
+    ),
+    ReceiptRecord(
+        actor="https://a.example/actor",
+        proposal="https://r.example/actor/entries/3",
+        receipt="cd" * 32,
+    ),
+]
+
+
+def test_round_trip_keeps_every_record_in_order() -> None:
+    data = encode_bundle(HEAD, BODY)
+    assert data.count(b"\n") == 5
+    head, body = parse_bundle(data)
+    assert head == HEAD
+    assert body == BODY
+
+
+def test_each_line_is_one_json_object_with_a_kind() -> None:
+    lines = encode_bundle(HEAD, BODY).splitlines()
+    kinds = [json.loads(line)["kind"] for line in lines]
+    assert kinds == ["header", "actor", "entry", "ballot", "receipt"]
+    assert json.loads(lines[0]) == {
+        "kind": "header",
+        "format": "convene-audit-bundle",
+        "version": 1,
+        "exporter": "https://a.example/actor",
+        "exported_at": "2026-11-26T14:00:00Z",
+    }
+
+
+def test_crlf_and_blank_lines_are_tolerated() -> None:
+    data = encode_bundle(HEAD, BODY).replace(b"\n", b"\r\n") + b"\r\n\n"
+    assert parse_bundle(data) == (HEAD, BODY)
+
+
+def _error(data: bytes) -> BundleError:
+    with pytest.raises(BundleError) as info:
+        parse_bundle(data)
+    return info.value
+
+
+def test_unknown_kind_is_named_with_its_line() -> None:
+    data = encode_bundle(HEAD, BODY) + b'{"kind": "vote", "x": 1}\n'
+    err = _error(data)
+    assert err.line == 6
+    assert "line 6" in str(err) and "vote" in str(err) and "kinds are" in str(err)
+
+
+def test_not_json_is_refused() -> None:
+    err = _error(encode_bundle(HEAD, []) + b"{not json\n")
+    assert err.line == 2 and err.code == "not_json"
+
+
+def test_unknown_field_is_refused() -> None:
+    err = _error(encode_bundle(HEAD, []) + b'{"kind":"entry","entry":{},"extra":1}\n')
+    assert err.line == 2 and "extra" in str(err)
+
+
+def test_wrong_type_is_refused_with_its_path() -> None:
+    line = b'{"kind":"receipt","actor":"a","proposal":"p","receipt":7}\n'
+    err = _error(encode_bundle(HEAD, []) + line)
+    assert "$.receipt" in str(err)
+
+
+def test_missing_header_is_refused() -> None:
+    err = _error(encode_record(BODY[0]))
+    assert err.code == "no_header" and err.line == 1
+
+
+def test_empty_bundle_is_refused() -> None:
+    assert _error(b"").code == "no_header"
+
+
+def test_second_header_is_refused() -> None:
+    err = _error(encode_bundle(HEAD, BODY) + encode_record(HEAD))
+    assert err.code == "second_header" and err.line == 6
+
+
+def test_unsupported_version_and_format_are_refused() -> None:
+    newer = Header(format=HEAD.format, version=2, exporter="a", exported_at="t")
+    assert _error(encode_record(newer)).code == "unsupported_version"
+    other = Header(format="something-else", version=1, exporter="a", exported_at="t")
+    assert "something-else" in str(_error(encode_record(other)))
+
+
+def test_oversized_line_is_refused_before_decoding() -> None:
+    big = EntryRecord(entry={"pad": "x" * MAX_LINE_BYTES})
+    with pytest.raises(BundleError) as info:
+        encode_record(big)
+    assert info.value.code == "line_too_long"
+    line = b'{"kind":"entry","entry":{"pad":"' + b"x" * MAX_LINE_BYTES + b'"}}'
+    with pytest.raises(BundleError) as info:
+        decode_record(line, 9)
+    assert info.value.code == "line_too_long" and info.value.line == 9
+
+
+def test_a_line_just_under_the_limit_is_read() -> None:
+    pad = MAX_LINE_BYTES - len(b'{"kind":"entry","entry":{"pad":""}}')
+    line = b'{"kind":"entry","entry":{"pad":"' + b"x" * pad + b'"}}'
+    assert len(line) == MAX_LINE_BYTES
+    assert isinstance(decode_record(line, 2), EntryRecord)
+
+
+def test_bundle_errors_are_protocol_decode_errors() -> None:
+    err = _error(b"[]")
+    assert isinstance(err, DecodeError) and isinstance(err, ProtocolError)
+    assert err.status == 400
+
+
+def test_iter_records_is_lazy_and_stops_at_the_first_bad_line() -> None:
+    lines = [encode_record(HEAD), encode_record(BODY[1]), b"garbage", encode_record(BODY[2])]
+    got = iter_records(lines)
+    assert next(got) == HEAD
+    assert next(got) == BODY[1]
+    with pytest.raises(BundleError):
+        next(got)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    entry=st.dictionaries(st.text(max_size=6), json_values, max_size=5),
+    member=st.text(max_size=10),
+    nonce=st.text(max_size=10),
+)
+def test_any_record_round_trips(entry: dict[str, object], member: str, nonce: str) -> None:
+    body = [
+        EntryRecord(entry=entry),
+        BallotRecord(
+            actor="a", proposal="p", member=member, ballot=entry, nonce=nonce, receipt="r"
+        ),
+    ]
+    assert parse_bundle(encode_bundle(HEAD, body)) == (HEAD, body)
