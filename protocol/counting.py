@@ -1,0 +1,440 @@
+"""Counting ballots into integer counts, and counts into an outcome (docs/protocol.md §8.1–8.2).
+
+Theory of operation
+-------------------
+Counting is split in two so that chapters can be pooled exactly. ``count`` turns a
+chapter's ballots into *integers* only — consent: one count per choice; choice and
+approval: votes per option; score: per-option sum of scores and number of scores;
+ranked: the pairwise matrix ``d[i][j]`` = ballots preferring option i to option j,
+options in spec order. Integers add, so the counts of the union of two chapters'
+ballots are the sum of their counts (``add_counts``); pooled regional counting is
+exactly counting the union. ``outcome`` then applies the one rule of the method to
+counts, in exact ``Fraction`` arithmetic, with a tie-break that depends only on the
+numbers and the spec's option order, never on who counts or in what order.
+
+Ranked: the Condorcet winner beats every other option head to head; without one
+(a cycle), the Schulze method (Schulze 2011, §2.2) picks the options whose strongest
+beatpath to every rival is at least as strong as the rival's path back, with link
+strength = winning votes d[i][j] when d[i][j] > d[j][i], else 0. A Condorcet winner is
+always the unique Schulze winner; more than one Schulze winner is reported as a tie.
+
+``count`` trusts its ballots to come from ``validate_ballot`` (it still rejects an
+unknown option or consent choice cheaply, per distinct value) and counts every ballot
+it is given: keeping only the last ballot of each member is the caller's job.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from functools import lru_cache
+from itertools import chain
+from operator import attrgetter
+
+from protocol.ballots import CONSENT_CHOICES, MAX_SCORE, Ballot, ProposalSpec, ballots_root
+from protocol.errors import BallotError, TallyError
+from protocol.tally import (
+    ConsentCounts,
+    Counts,
+    OptionCounts,
+    Outcome,
+    PairwiseCounts,
+    ScoreCounts,
+    Tally,
+    counts_type,
+)
+
+__all__ = [
+    "add_counts",
+    "count",
+    "empty_counts",
+    "make_tally",
+    "outcome",
+    "quorum_met",
+    "schulze_winners",
+    "score_means",
+]
+
+
+def empty_counts(spec: ProposalSpec) -> Counts:
+    """The counts of no ballots."""
+    return count(spec, (), eligible=0)
+
+
+# --- counting ------------------------------------------------------------------------
+
+
+def count(spec: ProposalSpec, ballots: Iterable[Ballot], *, eligible: int) -> Counts:
+    """Integer counts of ``ballots`` (each counted once, as given) under ``spec``."""
+    items = ballots if isinstance(ballots, Sequence) else list(ballots)
+    if len(items) > eligible:
+        raise TallyError(f"{len(items)} ballots cast but only {eligible} members eligible")
+    try:
+        return _COUNTERS[spec.method](spec, items)
+    except AttributeError:
+        raise BallotError(f"a ballot is not a {spec.method} ballot") from None
+
+
+def _count_consent(spec: ProposalSpec, ballots: Sequence[Ballot]) -> Counts:
+    tally = Counter(map(attrgetter("choice"), ballots))
+    _check_keys(tally, CONSENT_CHOICES, "consent choice")
+    return ConsentCounts(
+        agree=tally["agree"],
+        abstain=tally["abstain"],
+        disagree=tally["disagree"],
+        block=tally["block"],
+    )
+
+
+def _count_choice(spec: ProposalSpec, ballots: Sequence[Ballot]) -> Counts:
+    tally = Counter(map(attrgetter("choice"), ballots))
+    _check_keys(tally, spec.options, "option")
+    return OptionCounts(votes={o: tally[o] for o in spec.options})
+
+
+def _count_approval(spec: ProposalSpec, ballots: Sequence[Ballot]) -> Counts:
+    tally = Counter(chain.from_iterable(map(attrgetter("choices"), ballots)))
+    _check_keys(tally, spec.options, "option")
+    return OptionCounts(votes={o: tally[o] for o in spec.options})
+
+
+def _count_score(spec: ProposalSpec, ballots: Sequence[Ballot]) -> Counts:
+    # Counting distinct (option, score) pairs first keeps the per-ballot work in C.
+    pairs = Counter(chain.from_iterable(map(dict.items, map(attrgetter("scores"), ballots))))
+    sums = dict.fromkeys(spec.options, 0)
+    scored = dict.fromkeys(spec.options, 0)
+    for (option, score), n in pairs.items():
+        if option not in sums:
+            raise BallotError(f"option {option!r:.80} is not an option of this proposal")
+        if type(score) is not int or not 0 <= score <= MAX_SCORE:
+            raise BallotError(f"score {score!r} for {option!r:.80} is not a whole 0..5")
+        sums[option] += score * n
+        scored[option] += n
+    return ScoreCounts(sums=sums, scored=scored)
+
+
+def _count_ranked(spec: ProposalSpec, ballots: Sequence[Ballot]) -> Counts:
+    rankings = list(map(attrgetter("ranking"), ballots))
+    return PairwiseCounts(pairwise=_packer(spec.options).matrix(rankings))
+
+
+# The pairwise matrix is n*n counters, and a ranking of n options touches n(n-1)/2 of
+# them. Doing that per ballot in Python is too slow for a region (a million ballots),
+# so each ranking is turned into one integer holding a 32-bit field per ordered pair
+# (i, j), set to 1 when i is ranked above j; the sum of those integers holds every
+# d[i][j] at once. A ranked option is above every option not ranked at or before it
+# (unranked options are below all ranked ones, equal among themselves). That rule
+# depends only on the prefix, so the integer of a ranking's first _HEAD options is
+# cached by that prefix; for a full ranking, the rest only adds its internal order,
+# cached by the suffix. Other rankings are computed whole (and cached, within bounds).
+_FIELD = 32
+_FIELD_MASK = (1 << _FIELD) - 1
+_HEAD = 5
+_CACHE_LIMIT = 200_000
+
+
+class _Packer:
+    def __init__(self, options: tuple[str, ...]) -> None:
+        n = len(options)
+        self.n = n
+        self.index = {o: i for i, o in enumerate(options)}
+        self.bit = [
+            [1 << (_FIELD * (i * n + j)) if i != j else 0 for j in range(n)] for i in range(n)
+        ]
+        self.row = [sum(r) for r in self.bit]
+        self.prefixes: dict[tuple[str, ...], int] = {}
+        self.suffixes: dict[tuple[str, ...], int] = {}
+
+    def _indices(self, ranking: tuple[str, ...]) -> list[int]:
+        try:
+            idx = [self.index[o] for o in ranking]
+        except KeyError as exc:
+            raise BallotError(
+                f"ranking: {exc.args[0]!r:.80} is not an option of this proposal"
+            ) from None
+        if len(set(idx)) != len(idx):
+            raise BallotError("ranking names an option twice")
+        return idx
+
+    def prefix(self, ranking: tuple[str, ...]) -> int:
+        """Each ranked option above every option not ranked at or before it."""
+        v = self.prefixes.get(ranking)
+        if v is None:
+            idx = self._indices(ranking)
+            bit = self.bit
+            v = sum(self.row[i] - sum(bit[i][j] for j in idx[: p + 1]) for p, i in enumerate(idx))
+            if len(self.prefixes) < _CACHE_LIMIT:
+                self.prefixes[ranking] = v
+        return v
+
+    def suffix(self, ranking: tuple[str, ...]) -> int:
+        """Only the internal order of ``ranking``: each option above the ones after it."""
+        v = self.suffixes.get(ranking)
+        if v is None:
+            idx = self._indices(ranking)
+            bit = self.bit
+            v = sum(bit[i][j] for p, i in enumerate(idx) for j in idx[p + 1 :])
+            if len(self.suffixes) < _CACHE_LIMIT:
+                self.suffixes[ranking] = v
+        return v
+
+    def matrix(self, rankings: Sequence[tuple[str, ...]]) -> tuple[tuple[int, ...], ...]:
+        if len(rankings) > _FIELD_MASK:
+            raise TallyError(f"cannot count more than {_FIELD_MASK} ranked ballots at once")
+        n, prefixes, suffixes = self.n, self.prefixes, self.suffixes
+        prefix, suffix = self.prefix, self.suffix
+        total = 0
+        for r in rankings:
+            m = len(r)
+            if m <= _HEAD:
+                v = prefixes.get(r)
+                total += prefix(r) if v is None else v
+            elif m == n:
+                head, tail = r[:_HEAD], r[_HEAD:]
+                v = prefixes.get(head)
+                w = suffixes.get(tail)
+                total += (prefix(head) if v is None else v) + (suffix(tail) if w is None else w)
+            else:
+                total += prefix(r)
+        return tuple(
+            tuple((total >> (_FIELD * (i * n + j))) & _FIELD_MASK for j in range(n))
+            for i in range(n)
+        )
+
+
+@lru_cache(maxsize=16)
+def _packer(options: tuple[str, ...]) -> _Packer:
+    return _Packer(options)
+
+
+_COUNTERS = {
+    "consent": _count_consent,
+    "choice": _count_choice,
+    "approval": _count_approval,
+    "score": _count_score,
+    "ranked": _count_ranked,
+}
+
+
+def _check_keys(tally: Counter[str], allowed: Sequence[str], what: str) -> None:
+    unknown = set(tally) - set(allowed)
+    if unknown:
+        raise BallotError(f"{what} {sorted(unknown)[0]!r:.80} is not valid for this proposal")
+
+
+def add_counts(spec: ProposalSpec, parts: Iterable[Counts]) -> Counts:
+    """Sum counts of disjoint sets of ballots: equal to counting their union."""
+    total = empty_counts(spec)
+    for part in parts:
+        total = _add(total, part)
+    return total
+
+
+def _add(a: Counts, b: Counts) -> Counts:
+    match a, b:
+        case ConsentCounts(), ConsentCounts():
+            return ConsentCounts(
+                agree=a.agree + b.agree,
+                abstain=a.abstain + b.abstain,
+                disagree=a.disagree + b.disagree,
+                block=a.block + b.block,
+            )
+        case OptionCounts(), OptionCounts():
+            return OptionCounts(votes={k: v + b.votes[k] for k, v in a.votes.items()})
+        case ScoreCounts(), ScoreCounts():
+            return ScoreCounts(
+                sums={k: v + b.sums[k] for k, v in a.sums.items()},
+                scored={k: v + b.scored[k] for k, v in a.scored.items()},
+            )
+        case PairwiseCounts(), PairwiseCounts():
+            return PairwiseCounts(
+                pairwise=tuple(
+                    tuple(x + y for x, y in zip(ra, rb, strict=True))
+                    for ra, rb in zip(a.pairwise, b.pairwise, strict=True)
+                )
+            )
+    raise TallyError(f"cannot add {type(b).__name__} to {type(a).__name__}")
+
+
+def make_tally(
+    spec: ProposalSpec,
+    *,
+    chapter: str,
+    proposal: str,
+    proposal_digest: str,
+    ballots: Sequence[Ballot],
+    receipts: Iterable[str],
+    eligible: int,
+    roster_root: str,
+    roster_size: int,
+) -> Tally:
+    """A chapter's tally: counts, outcome and the receipts' Merkle root (one per ballot)."""
+    counts = count(spec, ballots, eligible=eligible)
+    size, root = ballots_root(receipts)
+    if size != len(ballots):
+        raise TallyError(f"{size} receipts for {len(ballots)} ballots", actor=chapter)
+    return Tally(
+        chapter=chapter,
+        proposal=proposal,
+        proposal_digest=proposal_digest,
+        method=spec.method,
+        counts=counts,
+        cast=len(ballots),
+        eligible=eligible,
+        ballots_root=root,
+        ballots_size=size,
+        roster_root=roster_root,
+        roster_size=roster_size,
+        outcome=outcome(spec, counts, len(ballots), eligible),
+    )
+
+
+# --- outcome -------------------------------------------------------------------------
+
+
+def quorum_met(spec: ProposalSpec, cast: int, eligible: int) -> bool:
+    """cast / eligible >= quorum, exactly; never met with no eligible members."""
+    if eligible <= 0:
+        return False
+    q = spec.quorum_fraction
+    return cast * q.denominator >= q.numerator * eligible
+
+
+def outcome(spec: ProposalSpec, counts: Counts, cast: int, eligible: int) -> Outcome:
+    """Apply the method's rule (§8.2) to ``counts`` of ``cast`` ballots."""
+    if not isinstance(counts, counts_type(spec.method)):
+        raise TallyError(f"{type(counts).__name__} are not counts of a {spec.method} vote")
+    if eligible <= 0:
+        return Outcome(result="failed", quorum_met=False, reason="no eligible members")
+    met = quorum_met(spec, cast, eligible)
+    if not met:
+        return Outcome(
+            result="failed",
+            quorum_met=False,
+            reason=f"quorum not met: {cast} of {eligible} eligible voted, {spec.quorum} needed",
+        )
+    if cast == 0:
+        return Outcome(result="failed", quorum_met=True, reason="no ballots cast")
+    match counts:
+        case ConsentCounts():
+            return _consent_outcome(spec, counts)
+        case OptionCounts():
+            return _plurality(spec.options, counts.votes, "votes")
+        case ScoreCounts():
+            return _score_outcome(spec, counts)
+        case PairwiseCounts():
+            return _ranked_outcome(spec, counts)
+    raise TallyError(f"unknown counts {type(counts).__name__}")  # pragma: no cover
+
+
+def _consent_outcome(spec: ProposalSpec, c: ConsentCounts) -> Outcome:
+    t = spec.threshold_fraction
+    if c.block > spec.block_limit:
+        return Outcome(
+            result="failed",
+            quorum_met=True,
+            reason=f"blocked: {c.block} blocks, at most {spec.block_limit} allowed",
+        )
+    decisive = c.agree + c.disagree
+    share = f"{c.agree} agree of {decisive} agree+disagree"
+    if c.agree * t.denominator >= t.numerator * decisive and c.agree > c.disagree:
+        return Outcome(
+            result="passed", quorum_met=True, reason=f"{share} meets threshold {spec.threshold}"
+        )
+    why = "is not more than disagree" if c.agree <= c.disagree else "is below"
+    return Outcome(
+        result="failed",
+        quorum_met=True,
+        reason=f"{share} {why} threshold {spec.threshold}"
+        if why == "is below"
+        else f"{share}: agree {why}",
+    )
+
+
+def _plurality(options: Sequence[str], votes: dict[str, int], unit: str) -> Outcome:
+    best = max(votes[o] for o in options)
+    if best == 0:
+        return Outcome(result="failed", quorum_met=True, reason=f"no option received {unit}")
+    top = tuple(o for o in options if votes[o] == best)
+    if len(top) == 1:
+        return Outcome(
+            result="winner", quorum_met=True, winner=top[0], reason=f"most {unit}: {best}"
+        )
+    return Outcome(
+        result="tie", quorum_met=True, tied=top, reason=f"{len(top)} options tie at {best} {unit}"
+    )
+
+
+def score_means(counts: ScoreCounts) -> dict[str, Fraction | None]:
+    """Exact mean score per option; None for an option no ballot scored."""
+    return {
+        o: Fraction(s, counts.scored[o]) if counts.scored[o] else None
+        for o, s in counts.sums.items()
+    }
+
+
+def _score_outcome(spec: ProposalSpec, c: ScoreCounts) -> Outcome:
+    means = score_means(c)
+    ranked = [(m, c.scored[o], o) for o, m in means.items() if m is not None]
+    if not ranked:
+        return Outcome(result="failed", quorum_met=True, reason="no option was scored")
+    best_key = max((m, n) for m, n, _ in ranked)
+    top = tuple(o for o in spec.options if (means[o], c.scored[o]) == best_key)
+    mean, n = best_key
+    detail = f"mean {mean.numerator}/{mean.denominator} from {n} scores"
+    if len(top) == 1:
+        return Outcome(result="winner", quorum_met=True, winner=top[0], reason=f"highest {detail}")
+    return Outcome(
+        result="tie", quorum_met=True, tied=top, reason=f"{len(top)} options tie at {detail}"
+    )
+
+
+def schulze_winners(d: Sequence[Sequence[int]]) -> list[int]:
+    """Indices of the Schulze winners of pairwise matrix ``d`` (winning votes)."""
+    n = len(d)
+    p = [[d[i][j] if i != j and d[i][j] > d[j][i] else 0 for j in range(n)] for i in range(n)]
+    for k in range(n):  # widest paths, Floyd–Warshall style (Schulze 2011, §2.3)
+        pk = p[k]
+        for i in range(n):
+            if i == k:
+                continue
+            pik = p[i][k]
+            if pik == 0:
+                continue
+            pi = p[i]
+            for j in range(n):
+                if j != i and j != k:
+                    w = pik if pik < pk[j] else pk[j]
+                    if w > pi[j]:
+                        pi[j] = w
+    return [i for i in range(n) if all(p[i][j] >= p[j][i] for j in range(n) if j != i)]
+
+
+def _ranked_outcome(spec: ProposalSpec, c: PairwiseCounts) -> Outcome:
+    d = c.pairwise
+    n = len(d)
+    if not any(any(row) for row in d):
+        return Outcome(result="failed", quorum_met=True, reason="no preferences expressed")
+    for i in range(n):
+        if all(d[i][j] > d[j][i] for j in range(n) if j != i):
+            return Outcome(
+                result="winner",
+                quorum_met=True,
+                winner=spec.options[i],
+                reason="Condorcet winner: beats every other option head to head",
+            )
+    winners = schulze_winners(d)
+    if len(winners) == 1:
+        return Outcome(
+            result="winner",
+            quorum_met=True,
+            winner=spec.options[winners[0]],
+            reason="no Condorcet winner; Schulze winner by strongest beatpaths",
+        )
+    return Outcome(
+        result="tie",
+        quorum_met=True,
+        tied=tuple(spec.options[i] for i in winners),
+        reason=f"no Condorcet winner; {len(winners)} Schulze winners tie",
+    )
