@@ -1,0 +1,155 @@
+"""Ed25519 keys, their Multikey form, and base58btc: the only module touching key bytes.
+
+A public key is published as a Multikey (W3C Controlled Identifiers §2.2.2; FEP-521a):
+``publicKeyMultibase`` = "z" (multibase base58btc) + base58btc(0xed 0x01 ‖ 32 key bytes),
+where 0xed 0x01 is the unsigned-varint multicodec ``ed25519-pub``. A secret key, when it
+must be written out, uses the multicodec ``ed25519-priv`` (0x80 0x26) the same way.
+Seeds always come from the caller: nothing here draws randomness.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import nacl.exceptions
+import nacl.signing
+
+from protocol.errors import KeyFormatError, ProofError
+
+__all__ = [
+    "SigningKey",
+    "VerifyKey",
+    "b58decode",
+    "b58encode",
+]
+
+_ALPHABET: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_INDEX: Final = {c: i for i, c in enumerate(_ALPHABET)}
+_MAX_B58_CHARS: Final = 1024  # decoding is quadratic; nothing we read is near this long
+_ED25519_PUB: Final = b"\xed\x01"
+_ED25519_PRIV: Final = b"\x80\x26"
+SIGNATURE_BYTES: Final = 64
+
+
+def b58encode(data: bytes) -> str:
+    """base58btc (the Bitcoin alphabet); each leading zero byte becomes a "1"."""
+    zeros = len(data) - len(data.lstrip(b"\0"))
+    n = int.from_bytes(data, "big")
+    out = []
+    while n:
+        n, r = divmod(n, 58)
+        out.append(_ALPHABET[r])
+    return "1" * zeros + "".join(reversed(out))
+
+
+def b58decode(text: str) -> bytes:
+    """Inverse of b58encode; KeyFormatError on a character outside the alphabet."""
+    if len(text) > _MAX_B58_CHARS:
+        raise KeyFormatError(f"base58 text of {len(text)} characters is too long")
+    n = 0
+    for pos, ch in enumerate(text):
+        digit = _INDEX.get(ch)
+        if digit is None:
+            raise KeyFormatError(f"{ch!r} at position {pos} is not a base58btc character")
+        n = n * 58 + digit
+    zeros = len(text) - len(text.lstrip("1"))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
+    return b"\0" * zeros + body
+
+
+def _multibase_decode(text: object, prefix: bytes, what: str) -> bytes:
+    if not isinstance(text, str) or not text.startswith("z"):
+        raise KeyFormatError(f"{what} must be a string starting with 'z' (base58btc multibase)")
+    raw = b58decode(text[1:])
+    if len(raw) != len(prefix) + 32 or not raw.startswith(prefix):
+        raise KeyFormatError(
+            f"{what} must encode the multicodec prefix {prefix.hex()} and 32 key bytes"
+        )
+    return raw[len(prefix) :]
+
+
+class VerifyKey:
+    """An Ed25519 public key. Equal and hashable by its 32 bytes."""
+
+    __slots__ = ("_key", "_raw")
+
+    def __init__(self, raw: bytes) -> None:
+        raw = bytes(raw)
+        if len(raw) != 32:
+            raise KeyFormatError(f"an Ed25519 public key is 32 bytes, not {len(raw)}")
+        self._raw = raw
+        self._key = nacl.signing.VerifyKey(raw)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> VerifyKey:
+        return cls(raw)
+
+    @classmethod
+    def from_multibase(cls, text: str) -> VerifyKey:
+        """Parse a Multikey ``publicKeyMultibase`` (z + base58btc(0xed01 ‖ key))."""
+        return cls(_multibase_decode(text, _ED25519_PUB, "publicKeyMultibase"))
+
+    @property
+    def multibase(self) -> str:
+        return "z" + b58encode(_ED25519_PUB + self._raw)
+
+    def __bytes__(self) -> bytes:
+        return self._raw
+
+    def verify(self, message: bytes, signature: bytes) -> None:
+        """Raise ProofError unless ``signature`` is this key's signature of ``message``."""
+        if len(signature) != SIGNATURE_BYTES:
+            raise ProofError(f"an Ed25519 signature is 64 bytes, not {len(signature)}")
+        try:
+            self._key.verify(message, signature)
+        except nacl.exceptions.BadSignatureError:
+            raise ProofError(f"the signature does not verify with key {self.multibase}") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VerifyKey) and other._raw == self._raw
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __repr__(self) -> str:
+        return f"VerifyKey({self.multibase!r})"
+
+
+class SigningKey:
+    """An Ed25519 secret key, made from a 32-byte seed the caller drew."""
+
+    __slots__ = ("_key", "_verify_key")
+
+    def __init__(self, seed: bytes) -> None:
+        seed = bytes(seed)
+        if len(seed) != 32:
+            raise KeyFormatError(f"an Ed25519 seed is 32 bytes, not {len(seed)}")
+        self._key = nacl.signing.SigningKey(seed)
+        self._verify_key = VerifyKey(bytes(self._key.verify_key))
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> SigningKey:
+        return cls(seed)
+
+    @classmethod
+    def from_multibase(cls, text: str) -> SigningKey:
+        """Parse a Multikey ``secretKeyMultibase`` (z + base58btc(0x8026 ‖ seed))."""
+        return cls(_multibase_decode(text, _ED25519_PRIV, "secretKeyMultibase"))
+
+    def seed_bytes(self) -> bytes:
+        """The 32-byte seed, for the node's key storage only."""
+        return bytes(self._key)
+
+    def secret_multibase(self) -> str:
+        return "z" + b58encode(_ED25519_PRIV + bytes(self._key))
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        return self._verify_key
+
+    def sign(self, message: bytes) -> bytes:
+        """The 64-byte detached Ed25519 signature of ``message``."""
+        return self._key.sign(message).signature
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"SigningKey(public={self._verify_key.multibase!r})"
