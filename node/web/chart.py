@@ -1,0 +1,208 @@
+"""Server-rendered charts of a tally: inline SVG and one HTML table, no JavaScript.
+
+Theory of operation. A results page must be readable at a glance on a cheap phone and
+by a screen reader, with no chart service and no script. So every chart is a small
+inline SVG with `role="img"`, a `<title>` and a `<desc>` that states the numbers in
+words, and every bar carries its number as text beside it (colour is never the only
+cue: the winner is also marked with a word). Bars are horizontal because option
+names are long sentences more often than not.
+
+Which chart a method gets is one table (`_BY_METHOD`): consent, choice and approval
+are bars of counts; score is bars of the mean score on a fixed 0..5 axis; ranked is
+bars of head-to-head wins plus the pairwise matrix as a table (docs/protocol.md §8.1:
+`pairwise[i][j]` ballots prefer option i to option j, options in spec order).
+The inputs are protocol's typed counts (`protocol.tally.parse_counts`), so a malformed
+tally fails before it gets here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from html import escape
+
+from markupsafe import Markup
+
+from protocol.ballots import CONSENT_CHOICES, MAX_SCORE, parse_fraction
+from protocol.tally import ConsentCounts, Counts, OptionCounts, PairwiseCounts, ScoreCounts
+
+WIDTH = 640
+ROW = 34  # px per bar; tall enough for a finger and for 16 px text
+LABEL_W = 220
+NUMBER_W = 110
+BAR_MAX = WIDTH - LABEL_W - NUMBER_W
+MAX_LABEL_CHARS = 30
+
+# Colours with at least 4.5:1 contrast against white (WCAG 1.4.11 asks 3:1 for graphics).
+INK = "#1a1a1a"
+BAR = "#2b5f9e"
+WIN = "#1e6b3a"
+BLOCK = "#a61b1b"
+QUORUM = "#8a4b00"
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: float
+    text: str  # the number as people read it, e.g. "12" or "3.4 of 5"
+    colour: str = BAR
+    note: str = ""  # a word beside the colour, e.g. "winner"
+
+
+def _short(label: str) -> str:
+    return label if len(label) <= MAX_LABEL_CHARS else label[: MAX_LABEL_CHARS - 1] + "…"
+
+
+def bar_chart(bars: Sequence[Bar], *, title: str, scale_max: float | None = None) -> Markup:
+    """Horizontal bars, each labelled with its name and its number."""
+    top = scale_max if scale_max is not None else max((b.value for b in bars), default=0.0)
+    height = ROW * len(bars) + 8
+    desc = "; ".join(f"{b.label}: {b.text}{' (' + b.note + ')' if b.note else ''}" for b in bars)
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" width="100%" role="img" '
+        f'aria-label="{escape(title)}: {escape(desc)}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(title)}</title>",
+        f"<desc>{escape(desc)}</desc>",
+    ]
+    for i, b in enumerate(bars):
+        y = 4 + i * ROW
+        length = 0.0 if top <= 0 else BAR_MAX * b.value / top
+        label = escape(_short(b.label))
+        number = escape(b.text + (f" {b.note}" if b.note else ""))
+        parts.append(
+            f'<text x="{LABEL_W - 8}" y="{y + 21}" text-anchor="end" font-size="15" '
+            f'fill="{INK}">{label}</text>'
+            f'<rect x="{LABEL_W}" y="{y + 4}" width="{length:.1f}" height="{ROW - 10}" '
+            f'fill="{b.colour}" rx="2"/>'
+            f'<text x="{LABEL_W + length + 6:.1f}" y="{y + 21}" font-size="15" '
+            f'fill="{INK}">{number}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def turnout_chart(cast: int, eligible: int, quorum: str) -> Markup:
+    """One bar of ballots cast out of eligible members, with the quorum line on it."""
+    need = parse_fraction(quorum, "quorum")
+    share = Fraction(cast, eligible) if eligible > 0 else Fraction(0)
+    met = eligible > 0 and cast * need.denominator >= need.numerator * eligible
+    bar_w = WIDTH - 20
+    fill = min(1.0, float(share)) * bar_w
+    mark = 10 + float(need) * bar_w
+    need_text = f"quorum {_percent(need)}" if need > 0 else "no quorum"
+    verdict = "quorum met" if met or need == 0 else "quorum not met"
+    words = f"{cast} of {eligible} members voted ({_percent(share)}); {need_text}; {verdict}"
+    quorum_line = (
+        f'<line x1="{mark:.1f}" y1="4" x2="{mark:.1f}" y2="44" stroke="{QUORUM}" '
+        f'stroke-width="3" stroke-dasharray="5 3"/>'
+        f'<text x="{min(mark, WIDTH - 120):.1f}" y="62" font-size="14" fill="{QUORUM}">'
+        f"{escape(need_text)}</text>"
+        if need > 0
+        else ""
+    )
+    return Markup(
+        f'<svg class="chart turnout" viewBox="0 0 {WIDTH} 70" width="100%" role="img" '
+        f'aria-label="Turnout: {escape(words)}" xmlns="http://www.w3.org/2000/svg">'
+        f"<title>Turnout</title><desc>{escape(words)}</desc>"
+        f'<rect x="10" y="10" width="{bar_w}" height="28" fill="#e6e6e6" rx="3"/>'
+        f'<rect x="10" y="10" width="{fill:.1f}" height="28" fill="{WIN if met else BAR}" rx="3"/>'
+        f"{quorum_line}"
+        f'<text x="14" y="30" font-size="15" fill="#ffffff" stroke="{INK}" stroke-width="3" '
+        f'paint-order="stroke">{escape(f"{cast} of {eligible} voted ({_percent(share)})")}</text>'
+        "</svg>"
+    )
+
+
+def _percent(f: Fraction) -> str:
+    return f"{round(float(f) * 100)}%"
+
+
+def _winner_note(option: str, winners: frozenset[str]) -> tuple[str, str]:
+    return (WIN, "winner") if option in winners else (BAR, "")
+
+
+def _consent(options: Sequence[str], c: Counts, winners: frozenset[str]) -> Markup:
+    assert isinstance(c, ConsentCounts)
+    colours = {"agree": WIN, "abstain": BAR, "disagree": BAR, "block": BLOCK}
+    bars = [
+        Bar(choice, getattr(c, choice), str(getattr(c, choice)), colours[choice])
+        for choice in CONSENT_CHOICES
+    ]
+    return bar_chart(bars, title="Consent: ballots per choice")
+
+
+def _options(options: Sequence[str], c: Counts, winners: frozenset[str]) -> Markup:
+    assert isinstance(c, OptionCounts)
+    bars = []
+    for o in options:
+        colour, note = _winner_note(o, winners)
+        n = c.votes.get(o, 0)
+        bars.append(Bar(o, n, f"{n} vote{'s' if n != 1 else ''}", colour, note))
+    return bar_chart(bars, title="Votes per option")
+
+
+def _score(options: Sequence[str], c: Counts, winners: frozenset[str]) -> Markup:
+    assert isinstance(c, ScoreCounts)
+    bars = []
+    for o in options:
+        n = c.scored.get(o, 0)
+        mean = Fraction(c.sums.get(o, 0), n) if n else None
+        colour, note = _winner_note(o, winners)
+        text = "not scored" if mean is None else f"{float(mean):.1f} of {MAX_SCORE} ({n} scored)"
+        bars.append(Bar(o, float(mean or 0), text, colour, note))
+    return bar_chart(bars, title=f"Mean score per option, 0 to {MAX_SCORE}", scale_max=MAX_SCORE)
+
+
+def _ranked(options: Sequence[str], c: Counts, winners: frozenset[str]) -> Markup:
+    assert isinstance(c, PairwiseCounts)
+    d = c.pairwise
+    bars = []
+    for i, o in enumerate(options):
+        wins = sum(1 for j in range(len(options)) if j != i and d[i][j] > d[j][i])
+        colour, note = _winner_note(o, winners)
+        bars.append(Bar(o, wins, f"beats {wins} of {len(options) - 1}", colour, note))
+    chart = bar_chart(bars, title="Head-to-head wins per option", scale_max=len(options) - 1)
+    return chart + pairwise_table(options, c)
+
+
+def pairwise_table(options: Sequence[str], c: PairwiseCounts) -> Markup:
+    """The matrix as a table: row option preferred to column option by N ballots."""
+    d = c.pairwise
+    head = "".join(f'<th scope="col">{escape(_short(o))}</th>' for o in options)
+    rows = []
+    for i, o in enumerate(options):
+        cells = []
+        for j in range(len(options)):
+            if i == j:
+                cells.append('<td class="self">–</td>')
+                continue
+            won = d[i][j] > d[j][i]
+            cls = ' class="won"' if won else ""
+            mark = " ✓" if won else ""
+            cells.append(f"<td{cls}>{d[i][j]}{mark}</td>")
+        rows.append(f'<tr><th scope="row">{escape(_short(o))}</th>{"".join(cells)}</tr>')
+    return Markup(
+        '<div class="table-scroll"><table class="pairwise">'
+        "<caption>Head to head: how many ballots ranked the row option above the column "
+        "option (✓ = row wins that pair)</caption>"
+        f"<thead><tr><td></td>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+_Chart = Callable[[Sequence[str], Counts, frozenset[str]], Markup]
+_BY_METHOD: dict[str, _Chart] = {
+    "consent": _consent,
+    "choice": _options,
+    "approval": _options,
+    "score": _score,
+    "ranked": _ranked,
+}
+
+
+def tally_chart(
+    method: str, options: Sequence[str], counts: Counts, winners: Sequence[str] = ()
+) -> Markup:
+    """The chart for a tally of `method`; `winners` are marked (one, or several on a tie)."""
+    return _BY_METHOD[method](options, counts, frozenset(winners))
