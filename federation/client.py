@@ -15,7 +15,8 @@ through ``FederationClient`` so that four rules hold everywhere at once:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -23,6 +24,7 @@ import msgspec
 from yarl import URL
 
 from federation.errors import FederationError
+from federation.httpsig import PrivateKey, sign_request
 from federation.ssrf import GuardedResolver, check_url
 
 ACTIVITY_JSON = "application/activity+json"
@@ -53,6 +55,26 @@ class RequestSigner(Protocol):
     def __call__(
         self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None
     ) -> Mapping[str, str]: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def http_signer(
+    key_id: str, private_key: PrivateKey, *, clock: Callable[[], datetime] = _utc_now
+) -> RequestSigner:
+    """A signer for the node's actor key (``{actor}#main-key``): draft-cavage, as
+    Mastodon verifies it (federation/httpsig.py)."""
+
+    def sign(
+        method: str, url: URL, headers: Mapping[str, str], body: bytes | None
+    ) -> Mapping[str, str]:
+        return sign_request(
+            method, str(url), headers, body, key_id=key_id, private_key=private_key, now=clock()
+        )
+
+    return sign
 
 
 class Limits(msgspec.Struct, frozen=True):
