@@ -54,6 +54,7 @@ __all__ = [
     "quorum_met",
     "schulze_winners",
     "score_means",
+    "strongest_paths",
 ]
 
 
@@ -390,17 +391,19 @@ def _score_outcome(spec: ProposalSpec, c: ScoreCounts) -> Outcome:
     )
 
 
-def schulze_winners(d: Sequence[Sequence[int]]) -> list[int]:
-    """Indices of the Schulze winners of pairwise matrix ``d`` (winning votes)."""
+def strongest_paths(d: Sequence[Sequence[int]]) -> list[list[int]]:
+    """p[i][j]: strength of the strongest beatpath from option i to j (Schulze 2011, §2.2).
+
+    A link i→j exists when d[i][j] > d[j][i] and has strength d[i][j] (winning
+    votes); a path is as strong as its weakest link; no path means 0.
+    """
     n = len(d)
     p = [[d[i][j] if i != j and d[i][j] > d[j][i] else 0 for j in range(n)] for i in range(n)]
     for k in range(n):  # widest paths, Floyd–Warshall style (Schulze 2011, §2.3)
         pk = p[k]
         for i in range(n):
-            if i == k:
-                continue
             pik = p[i][k]
-            if pik == 0:
+            if i == k or pik == 0:
                 continue
             pi = p[i]
             for j in range(n):
@@ -408,6 +411,14 @@ def schulze_winners(d: Sequence[Sequence[int]]) -> list[int]:
                     w = pik if pik < pk[j] else pk[j]
                     if w > pi[j]:
                         pi[j] = w
+    return p
+
+
+def schulze_winners(d: Sequence[Sequence[int]]) -> list[int]:
+    """Indices of the options whose strongest path to every rival is at least as
+    strong as the rival's path back: the Schulze winners (more than one is a tie)."""
+    p = strongest_paths(d)
+    n = len(p)
     return [i for i in range(n) if all(p[i][j] >= p[j][i] for j in range(n) if j != i)]
 
 
