@@ -1,0 +1,108 @@
+"""SQL for proposals and ballots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from node.storage import Database, Row, Tx
+
+_PROPOSAL = "SELECT * FROM proposals"
+
+
+async def insert_proposal(tx: Tx, fields: dict[str, Any]) -> None:
+    names = ", ".join(fields)
+    marks = ", ".join(f":{name}" for name in fields)
+    await tx.execute(f"INSERT INTO proposals ({names}) VALUES ({marks})", fields)
+
+
+async def get_proposal(db: Database, proposal_id: str) -> Row | None:
+    return await db.fetchone(f"{_PROPOSAL} WHERE id = ?", (proposal_id,))
+
+
+async def get_proposal_tx(tx: Tx, proposal_id: str) -> Row | None:
+    return await tx.fetchone(f"{_PROPOSAL} WHERE id = ?", (proposal_id,))
+
+
+async def list_proposals(db: Database) -> list[Row]:
+    return await db.fetchall(f"{_PROPOSAL} ORDER BY created_at DESC, id")
+
+
+async def update_proposal(tx: Tx, proposal_id: str, fields: dict[str, Any]) -> None:
+    sets = ", ".join(f"{name} = :{name}" for name in fields)
+    await tx.execute(f"UPDATE proposals SET {sets} WHERE id = :id", {**fields, "id": proposal_id})
+
+
+async def statuses(tx: Tx, proposal_ids: Iterable[str]) -> dict[str, str]:
+    ids = sorted(set(proposal_ids))
+    marks = ",".join("?" for _ in ids)
+    rows = await tx.fetchall(f"SELECT id, status FROM proposals WHERE id IN ({marks})", ids)
+    return {row["id"]: row["status"] for row in rows}
+
+
+async def due_to_close(db: Database, now: int) -> list[str]:
+    rows = await db.fetchall(
+        "SELECT id FROM proposals WHERE status = 'open' AND closes_ts <= ? ORDER BY closes_ts",
+        (now,),
+    )
+    return [row["id"] for row in rows]
+
+
+async def next_close_time(db: Database) -> int | None:
+    row = await db.fetchone(
+        "SELECT MIN(closes_ts) AS t FROM proposals WHERE status = 'open' AND closes_ts IS NOT NULL"
+    )
+    return None if row is None or row["t"] is None else int(row["t"])
+
+
+BALLOT_COLUMNS = ("proposal_id", "member_id", "receipt", "ballot", "nonce", "cast_at")
+
+
+async def insert_ballots(tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Rows in BALLOT_COLUMNS order; one statement for a whole group-commit batch."""
+    await tx.executemany(
+        f"INSERT INTO ballots ({', '.join(BALLOT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)", rows
+    )
+
+
+async def last_ballots(tx: Tx, proposal_id: str) -> list[Row]:
+    """Each current member's last ballot (the one that counts)."""
+    return await tx.fetchall(
+        "SELECT b.id, b.member_id, b.receipt, b.ballot FROM ballots b"
+        " JOIN members m ON m.id = b.member_id AND m.removed_at IS NULL"
+        " WHERE b.id IN (SELECT MAX(id) FROM ballots WHERE proposal_id = ? GROUP BY member_id)"
+        " ORDER BY b.receipt",
+        (proposal_id,),
+    )
+
+
+async def mark_counted(tx: Tx, ballot_ids: Iterable[int]) -> None:
+    await tx.executemany("UPDATE ballots SET counted = 1 WHERE id = ?", [(i,) for i in ballot_ids])
+
+
+async def counted_receipts(db: Database, proposal_id: str) -> list[str]:
+    rows = await db.fetchall(
+        "SELECT receipt FROM ballots WHERE proposal_id = ? AND counted = 1", (proposal_id,)
+    )
+    return [row["receipt"] for row in rows]
+
+
+async def ballot_by_receipt(db: Database, proposal_id: str, receipt: str) -> Row | None:
+    return await db.fetchone(
+        "SELECT id, counted FROM ballots WHERE proposal_id = ? AND receipt = ?",
+        (proposal_id, receipt),
+    )
+
+
+async def ballot_count(db: Database, proposal_id: str) -> int:
+    row = await db.fetchone(
+        "SELECT COUNT(*) AS n FROM ballots WHERE proposal_id = ?", (proposal_id,)
+    )
+    return int(row["n"]) if row else 0
+
+
+async def voters(db: Database, proposal_id: str) -> int:
+    row = await db.fetchone(
+        "SELECT COUNT(DISTINCT member_id) AS n FROM ballots WHERE proposal_id = ?", (proposal_id,)
+    )
+    return int(row["n"]) if row else 0
