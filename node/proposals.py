@@ -1,0 +1,295 @@
+"""Proposals and ballots on one node: lifecycle, casting, closing and counting.
+
+Theory of operation (ARCHITECTURE "A regional decision", docs/protocol.md §7–8).
+A proposal moves draft → open → closed → decided along `TRANSITIONS`, and nothing
+else moves it. Opening appends the signed `Question` entry; from then on its
+`object_id` (the entry id) names it in receipts and tallies. A ballot is validated
+by protocol/ballots.py, gets a 32-byte nonce from the OS, and its receipt commits
+the member to it; a member may cast again until close and the last ballot counts.
+In a secret vote the nonce is handed back and never stored, so the receipt in the
+database and in the tree says nothing about the choice to anyone but the member.
+Closing, in one transaction: keep each current member's last ballot, count them
+with protocol/counting.py, fold the roster from the chain, and append the signed
+`Tally`; a local proposal is decided at once (a `Decision` entry too), a regional
+one waits for the region's decision (see `record_decision`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any
+
+import msgspec
+
+from node import chain_store, proposal_store
+from node.ballot_box import BallotBox, PendingBallot
+from node.clock import Clock, parse_rfc3339, rfc3339
+from node.errors import BadRequest, Conflict, NotFound
+from node.identity import NodeIdentity
+from node.ledger import Ledger
+from node.members import Member, require_role
+from node.proposal_forms import NewProposal, ProposalView, question_body, view_of
+from node.storage import Database, Row, Tx
+from protocol import ballots, counting, roster
+from protocol import tally as protocol_tally
+from protocol.errors import BallotError
+
+log = logging.getLogger("convene.proposals")
+
+# (state, event) → next state. The only place a proposal's status changes.
+TRANSITIONS: dict[tuple[str, str], str] = {
+    ("draft", "open"): "open",
+    ("open", "close"): "closed",
+    ("closed", "decide"): "decided",
+}
+
+
+def next_status(proposal_id: str, status: str, event: str) -> str:
+    try:
+        return TRANSITIONS[(status, event)]
+    except KeyError:
+        raise Conflict(f"proposal {proposal_id} is {status}; it cannot {event}") from None
+
+
+class Proposals:
+    def __init__(
+        self, db: Database, ledger: Ledger, identity: NodeIdentity, box: BallotBox, clock: Clock
+    ) -> None:
+        self._db = db
+        self._ledger = ledger
+        self._identity = identity
+        self._box = box
+        self._clock = clock
+        self._specs: dict[str, ballots.ProposalSpec] = {}
+        self.changed = asyncio.Event()  # wakes the auto-closer when a close time appears
+
+    # -- reading ------------------------------------------------------------------
+
+    async def get(self, proposal_id: str) -> ProposalView:
+        return await self._view(await self._row(proposal_id))
+
+    async def all(self) -> list[ProposalView]:
+        return [await self._view(row) for row in await proposal_store.list_proposals(self._db)]
+
+    async def receipt_proof(self, proposal_id: str, receipt: str) -> ballots.ReceiptProof:
+        row = await self._row(proposal_id)
+        if row["status"] not in ("closed", "decided"):
+            raise Conflict(f"proposal {proposal_id} is {row['status']}; its tree is fixed at close")
+        found = await proposal_store.ballot_by_receipt(self._db, proposal_id, receipt)
+        if found is None:
+            raise NotFound(f"no ballot with receipt {receipt[:80]!r} on proposal {proposal_id}")
+        if not found["counted"]:
+            raise NotFound(f"receipt {receipt[:80]} was superseded by a later ballot")
+        receipts = await proposal_store.counted_receipts(self._db, proposal_id)
+        return ballots.receipt_proof(receipts, receipt)
+
+    # -- writing ------------------------------------------------------------------
+
+    async def create(self, author: Member, form: NewProposal) -> ProposalView:
+        require_role(author, "organizer", "creating a proposal")
+        spec = form.spec(self._identity.kind)
+        closes_ts = parse_rfc3339(form.closes_at, field="closes_at") if form.closes_at else None
+        now = self._clock()
+        if closes_ts is not None and closes_ts <= now:
+            raise BadRequest(f"closes_at {form.closes_at} is not in the future")
+        proposal_id = "p-" + secrets.token_hex(8)
+        fields: dict[str, Any] = {
+            "id": proposal_id,
+            "title": form.title,
+            "body": form.body,
+            "spec": msgspec.json.encode(spec).decode(),
+            "closes_at": None if closes_ts is None else rfc3339(closes_ts),
+            "closes_ts": closes_ts,
+            "status": "draft",
+            "created_by": author.id,
+            "created_at": rfc3339(now),
+        }
+        async with self._db.write() as tx:
+            await proposal_store.insert_proposal(tx, fields)
+            if not form.draft:
+                await self._open_in(tx, proposal_id)
+        self.changed.set()
+        return await self.get(proposal_id)
+
+    async def open(self, actor: Member, proposal_id: str) -> ProposalView:
+        require_role(actor, "organizer", "opening a proposal")
+        async with self._db.write() as tx:
+            await self._open_in(tx, proposal_id)
+        self.changed.set()
+        return await self.get(proposal_id)
+
+    async def close(self, actor: Member | None, proposal_id: str) -> ProposalView:
+        """Close now; `actor` None is the node itself (the close time has come)."""
+        if actor is not None:
+            require_role(actor, "organizer", "closing a proposal")
+        async with self._db.write() as tx:
+            await self._close_in(tx, proposal_id)
+        return await self.get(proposal_id)
+
+    async def cast(self, voter: Member, proposal_id: str, raw: object) -> dict[str, str]:
+        """Validate and durably store a ballot; return its receipt (and, if secret, nonce)."""
+        row = await self._row(proposal_id)
+        if row["status"] != "open":
+            raise Conflict(
+                f"proposal {proposal_id} is {row['status']}; ballots are accepted only while open"
+            )
+        spec = self._spec(row)
+        ballot = ballots.validate_ballot(spec, raw)
+        nonce = secrets.token_bytes(ballots.NONCE_SIZE)
+        receipt = ballots.ballot_receipt(row["object_id"], ballot, nonce)
+        await self._box.submit(
+            PendingBallot(
+                proposal_id=proposal_id,
+                member_id=voter.id,
+                receipt=receipt,
+                ballot_json=msgspec.json.encode(ballot).decode(),
+                nonce_hex=None if spec.secret else nonce.hex(),
+                cast_at=rfc3339(self._clock()),
+            )
+        )
+        return {"receipt": receipt, "nonce": nonce.hex(), "proposal": row["object_id"]}
+
+    async def close_due(self) -> list[str]:
+        """Close every open proposal whose close time has passed (also after a restart)."""
+        closed = []
+        for proposal_id in await proposal_store.due_to_close(self._db, int(self._clock())):
+            try:
+                await self.close(None, proposal_id)
+                closed.append(proposal_id)
+            except Conflict:
+                pass  # closed by an organizer meanwhile
+        return closed
+
+    async def run_auto_close(self) -> None:
+        """Background task: sleep until the next close time, close, repeat."""
+        while True:
+            self.changed.clear()
+            with contextlib.suppress(Exception):
+                for proposal_id in await self.close_due():
+                    log.info("auto-closed proposal=%s", proposal_id)
+            due = await proposal_store.next_close_time(self._db)
+            wait = 3600.0 if due is None else max(0.05, min(3600.0, due - self._clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=wait)
+
+    async def record_decision(
+        self, proposal_id: str, decision: dict[str, Any], verification: str | None
+    ) -> ProposalView:
+        """Mark a closed (regional) proposal decided with a decision computed elsewhere."""
+        async with self._db.write() as tx:
+            row = await self._row_tx(tx, proposal_id)
+            status = next_status(proposal_id, row["status"], "decide")
+            await proposal_store.update_proposal(
+                tx,
+                proposal_id,
+                {
+                    "status": status,
+                    "decision": msgspec.json.encode(decision).decode(),
+                    "verification": verification,
+                },
+            )
+        return await self.get(proposal_id)
+
+    # -- inside a transaction -----------------------------------------------------
+
+    async def _open_in(self, tx: Tx, proposal_id: str) -> None:
+        row = await self._row_tx(tx, proposal_id)
+        status = next_status(proposal_id, row["status"], "open")
+        url = self.url_of(proposal_id)
+        body = question_body(row, self._spec(row), url)
+        entry = await self._ledger.append_in(tx, body)
+        await proposal_store.update_proposal(
+            tx,
+            proposal_id,
+            {"status": status, "object_id": entry.entry["id"], "question_seq": entry.seq},
+        )
+
+    async def _close_in(self, tx: Tx, proposal_id: str) -> None:
+        row = await self._row_tx(tx, proposal_id)
+        status = next_status(proposal_id, row["status"], "close")
+        spec = self._spec(row)
+        last = await proposal_store.last_ballots(tx, proposal_id)
+        await proposal_store.mark_counted(tx, (b["id"] for b in last))
+        typed = [ballots.validate_ballot(spec, msgspec.json.decode(b["ballot"])) for b in last]
+        entries = [
+            msgspec.json.decode(blob)
+            for blob in await chain_store.entries_in(tx, ("RosterChange",))
+        ]
+        members_now = roster.roster_at(entries)
+        roster_size, roster_hex = roster.roster_root(members_now)
+        counts = counting.count(spec, typed, eligible=roster_size)
+        result = counting.outcome(spec, counts, len(typed), roster_size)
+        size, ballots_hex = ballots.ballots_root(b["receipt"] for b in last)
+        question_digest = await chain_store.digest_at(tx, row["question_seq"])
+        tally = protocol_tally.Tally(
+            chapter=self._identity.actor,
+            proposal=row["object_id"],
+            proposal_digest=question_digest,
+            method=spec.method,
+            counts=counts,
+            cast=len(typed),
+            eligible=roster_size,
+            ballots_root=ballots_hex,
+            ballots_size=size,
+            roster_root=roster_hex,
+            roster_size=roster_size,
+            outcome=result,
+        )
+        body = {"type": "Tally", **protocol_tally.tally_body(tally)}
+        tally_entry = await self._ledger.append_in(tx, body)
+        fields: dict[str, Any] = {
+            "status": status,
+            "tally": msgspec.json.encode(tally_entry.entry).decode(),
+            "tally_seq": tally_entry.seq,
+        }
+        if spec.scope == "local":
+            # A local proposal is decided by its own signed tally: the Tally entry
+            # carries the outcome, so no second entry restates it (Decision entries
+            # are the regional aggregation's, protocol.md §8.5).
+            decision = {
+                "outcome": msgspec.to_builtins(result),
+                "tally": tally_entry.entry["id"],
+                "tally_digest": tally_entry.digest,
+            }
+            fields |= {
+                "status": next_status(proposal_id, status, "decide"),
+                "decision": msgspec.json.encode(decision).decode(),
+            }
+        await proposal_store.update_proposal(tx, proposal_id, fields)
+        log.info("closed proposal=%s cast=%d eligible=%d", proposal_id, len(typed), roster_size)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def url_of(self, proposal_id: str) -> str:
+        return f"{self._identity.url.rstrip('/')}/proposals/{proposal_id}"
+
+    def _spec(self, row: Row) -> ballots.ProposalSpec:
+        spec = self._specs.get(row["id"])
+        if spec is None:
+            try:
+                spec = msgspec.json.decode(row["spec"], type=ballots.ProposalSpec)
+            except msgspec.ValidationError as exc:
+                raise BallotError(
+                    f"stored spec of proposal {row['id']} is unreadable: {exc}"
+                ) from None
+            self._specs[row["id"]] = spec
+        return spec
+
+    async def _row(self, proposal_id: str) -> Row:
+        row = await proposal_store.get_proposal(self._db, proposal_id)
+        if row is None:
+            raise NotFound(f"no proposal {proposal_id!r}")
+        return row
+
+    async def _row_tx(self, tx: Tx, proposal_id: str) -> Row:
+        row = await proposal_store.get_proposal_tx(tx, proposal_id)
+        if row is None:
+            raise NotFound(f"no proposal {proposal_id!r}")
+        return row
+
+    async def _view(self, row: Row) -> ProposalView:
+        cast = await proposal_store.voters(self._db, row["id"])
+        return view_of(row, self._spec(row), self.url_of(row["id"]), cast)

@@ -1,0 +1,318 @@
+"""End to end over HTTP against one running `convene serve` process (real SQLite)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from nodekit import NodeProcess, add_member, call, free_port, init_node
+
+from protocol import ballots, chain, roster
+from protocol.errors import MerkleError
+from protocol.merkle import hashes_from_hex, verify_inclusion_data
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    base = tmp_path_factory.mktemp("api")
+    data, port = base / "data", free_port()
+    init = init_node(data, port)
+    people = {
+        "admin": add_member(data, "Ada", "admin"),
+        "org": add_member(data, "Olu", "organizer"),
+        "m1": add_member(data, "Mia", "member"),
+        "m2": add_member(data, "Max", "member"),
+        "m3": add_member(data, "Moe", "member"),
+    }
+    proc = NodeProcess(data=data, port=port, log_path=base / "node.log")
+    proc.start()
+    try:
+        yield {"init": init, "proc": proc, "people": people, "data": data, "url": proc.url}
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def tok(node: dict[str, Any], who: str) -> str:
+    token: str = node["people"][who]["token"]
+    return token
+
+
+async def new_proposal(
+    http: aiohttp.ClientSession, node: dict[str, Any], **fields: Any
+) -> dict[str, Any]:
+    body = {"title": "Park cleanup day", "body": "Saturday?", "method": "consent", **fields}
+    status, out = await call(http, "POST", f"{node['url']}/api/proposals", tok(node, "org"), body)
+    assert status == 201, out
+    result: dict[str, Any] = out
+    return result
+
+
+def chain_entries(data: Path) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(data / "convene.sqlite3")
+    try:
+        rows = conn.execute("SELECT entry FROM chain_entries ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    return [json.loads(row[0]) for row in rows]
+
+
+async def test_full_vote_with_changed_ballot_and_inclusion_proofs(
+    node: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    url = node["url"]
+    p = await new_proposal(
+        http, node, method="choice", options=["north", "south", "east"], secret=True
+    )
+    assert p["status"] == "open" and p["tally"] is None and p["decision"] is None
+    assert p["url"].endswith(f"/proposals/{p['id']}")
+    ballots_url = f"{url}/api/proposals/{p['id']}/ballots"
+
+    receipts: dict[str, dict[str, Any]] = {}
+    for who, choice in (("m1", "north"), ("m2", "south"), ("m3", "north"), ("org", "east")):
+        status, out = await call(http, "POST", ballots_url, tok(node, who), {"choice": choice})
+        assert status == 201, out
+        receipts[who] = out
+    # m2 changes their mind: the last ballot counts, the first is kept but superseded.
+    status, changed = await call(http, "POST", ballots_url, tok(node, "m2"), {"choice": "north"})
+    assert status == 201
+
+    status, closed = await call(
+        http, "POST", f"{url}/api/proposals/{p['id']}/close", tok(node, "org")
+    )
+    assert status == 200, closed
+    assert closed["status"] == "decided"
+    tally = closed["tally"]
+    assert tally["type"] == "Tally"
+    assert tally["counts"] == {"votes": {"north": 3, "south": 0, "east": 1}}
+    assert tally["cast"] == 4 and tally["eligible"] == 5
+    assert closed["decision"]["outcome"]["winner"] == "north"
+
+    # Every current ballot proves into the signed ballots root; the superseded one does not.
+    for out in (receipts["m1"], receipts["m3"], receipts["org"], changed):
+        status, proof = await call(
+            http, "GET", f"{url}/api/proposals/{p['id']}/receipts/{out['receipt']}"
+        )
+        assert status == 200, proof
+        assert proof["root"] == tally["ballots_root"] and proof["tree_size"] == 4
+        verify_inclusion_data(
+            bytes.fromhex(out["receipt"]),
+            proof["leaf_index"],
+            proof["tree_size"],
+            hashes_from_hex(proof["path"]),
+            bytes.fromhex(proof["root"]),
+        )
+    # The member alone can open their receipt: ballot + nonce give it back.
+    recomputed = ballots.ballot_receipt(
+        changed["proposal"], ballots.ChoiceBallot(choice="north"), bytes.fromhex(changed["nonce"])
+    )
+    assert recomputed == changed["receipt"]
+    status, gone = await call(
+        http, "GET", f"{url}/api/proposals/{p['id']}/receipts/{receipts['m2']['receipt']}"
+    )
+    assert status == 404 and "superseded" in gone["detail"]
+
+    # A tampered proof fails against the root.
+    status, proof = await call(
+        http, "GET", f"{url}/api/proposals/{p['id']}/receipts/{receipts['m1']['receipt']}"
+    )
+    bad = bytearray(bytes.fromhex(receipts["m1"]["receipt"]))
+    bad[0] ^= 1
+    with pytest.raises(MerkleError):
+        verify_inclusion_data(
+            bytes(bad),
+            proof["leaf_index"],
+            proof["tree_size"],
+            hashes_from_hex(proof["path"]),
+            bytes.fromhex(proof["root"]),
+        )
+
+    # The chain verifies, holds the Question and the Tally, and its roster matches.
+    entries = chain_entries(node["data"])
+    chain.verify_chain(entries)
+    types = [e["type"] for e in entries]
+    assert types[0] == "Genesis" and "Question" in types and types[-1] == "Tally"
+    size, root = roster.roster_root(roster.roster_at(entries))
+    assert (size, root) == (tally["roster_size"], tally["roster_root"])
+    # Secret vote: no nonce and no choice leave the node; the DB keeps no nonce.
+    conn = sqlite3.connect(node["data"] / "convene.sqlite3")
+    nonces = conn.execute("SELECT nonce FROM ballots WHERE proposal_id = ?", (p["id"],)).fetchall()
+    conn.close()
+    assert nonces and all(n[0] is None for n in nonces)
+    tally_text = json.dumps(entries[-1])
+    assert not any(node["people"][who]["id"] in tally_text for who in node["people"])
+
+
+async def test_draft_then_open_and_listing(
+    node: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    url = node["url"]
+    p = await new_proposal(http, node, draft=True)
+    assert p["status"] == "draft"
+    status, out = await call(
+        http, "POST", f"{url}/api/proposals/{p['id']}/ballots", tok(node, "m1"), {"choice": "agree"}
+    )
+    assert status == 409 and out["error"] == "conflict"
+    status, opened = await call(
+        http, "POST", f"{url}/api/proposals/{p['id']}/open", tok(node, "org")
+    )
+    assert status == 200 and opened["status"] == "open"
+    status, _ = await call(http, "POST", f"{url}/api/proposals/{p['id']}/open", tok(node, "org"))
+    assert status == 409
+    status, listing = await call(http, "GET", f"{url}/api/proposals", tok(node, "m1"))
+    assert status == 200 and p["id"] in [item["id"] for item in listing["items"]]
+    status, members = await call(http, "GET", f"{url}/api/members", tok(node, "org"))
+    assert status == 200
+    assert {m["name"] for m in members["items"]} >= {"Ada", "Olu", "Mia", "Max", "Moe"}
+    assert set(members["items"][0]) == {"id", "name", "role"}
+
+
+async def test_every_error_status(node: dict[str, Any], http: aiohttp.ClientSession) -> None:
+    url = node["url"]
+    p = await new_proposal(http, node)
+    ballots_url = f"{url}/api/proposals/{p['id']}/ballots"
+    m1 = tok(node, "m1")
+
+    cases: list[tuple[int, str, tuple[Any, ...]]] = [
+        (400, "malformed JSON", ("POST", ballots_url, m1, None, b"{not json")),
+        (
+            400,
+            "duplicate key",
+            ("POST", ballots_url, m1, None, b'{"choice":"agree","choice":"block"}'),
+        ),
+        (400, "wrong ballot", ("POST", ballots_url, m1, {"choice": "maybe"})),
+        (400, "wrong shape", ("POST", ballots_url, m1, {"ranking": ["agree"]})),
+        (
+            400,
+            "unknown field",
+            (
+                "POST",
+                f"{url}/api/proposals",
+                tok(node, "org"),
+                {"title": "x", "method": "consent", "colour": "red"},
+            ),
+        ),
+        (
+            400,
+            "bad method",
+            ("POST", f"{url}/api/proposals", tok(node, "org"), {"title": "x", "method": "lottery"}),
+        ),
+        (
+            400,
+            "bad threshold",
+            (
+                "POST",
+                f"{url}/api/proposals",
+                tok(node, "org"),
+                {"title": "x", "method": "consent", "threshold": "3/2"},
+            ),
+        ),
+        (
+            400,
+            "past close",
+            (
+                "POST",
+                f"{url}/api/proposals",
+                tok(node, "org"),
+                {"title": "x", "method": "consent", "closes_at": "2001-01-01T00:00:00Z"},
+            ),
+        ),
+        (
+            400,
+            "regional on chapter",
+            (
+                "POST",
+                f"{url}/api/proposals",
+                tok(node, "org"),
+                {"title": "x", "method": "consent", "scope": "regional", "chapters": ["a"]},
+            ),
+        ),
+        (401, "no token", ("POST", ballots_url, None, {"choice": "agree"})),
+        (401, "forged token", ("POST", ballots_url, "cvn_" + "A" * 43, {"choice": "agree"})),
+        (
+            403,
+            "member creates",
+            ("POST", f"{url}/api/proposals", m1, {"title": "x", "method": "consent"}),
+        ),
+        (403, "member closes", ("POST", f"{url}/api/proposals/{p['id']}/close", m1)),
+        (403, "member lists members", ("GET", f"{url}/api/members", m1)),
+        (404, "unknown proposal", ("GET", f"{url}/api/proposals/p-nope", m1)),
+        (404, "unknown receipt", ("GET", f"{url}/api/proposals/p-nope/receipts/{'0' * 64}")),
+        (404, "unknown route", ("GET", f"{url}/api/nothing", m1)),
+        (413, "oversized", ("POST", ballots_url, m1, None, b'{"choice":"' + b"a" * 70_000 + b'"}')),
+    ]
+    for want, what, args in cases:
+        status, out = await call(http, *args)
+        assert status == want, (what, out)
+        assert set(out) == {"error", "detail"} and out["detail"], (what, out)
+    # Bearer scheme missing entirely.
+    async with http.post(ballots_url, headers={"Authorization": m1}, json={"choice": "agree"}) as r:
+        assert r.status == 401
+
+    status, _ = await call(http, "POST", f"{url}/api/proposals/{p['id']}/close", tok(node, "org"))
+    assert status == 200
+    status, out = await call(http, "POST", ballots_url, m1, {"choice": "agree"})
+    assert status == 409 and out["error"] == "conflict"
+
+
+async def test_permissions_on_every_write_endpoint(
+    node: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    url = node["url"]
+    new = {"title": "Perm", "method": "consent", "draft": True}
+    who_may = {  # endpoint → the roles that may use it
+        "create": {"org", "admin"},
+        "open": {"org", "admin"},
+        "close": {"org", "admin"},
+        "ballot": {"m1", "org", "admin"},
+    }
+    for endpoint, allowed in who_may.items():
+        for who in (None, "m1", "org", "admin"):
+            p = await new_proposal(http, node, draft=endpoint == "open")
+            if endpoint == "create":
+                args: tuple[Any, ...] = ("POST", f"{url}/api/proposals", None, new)
+            elif endpoint == "ballot":
+                args = ("POST", f"{url}/api/proposals/{p['id']}/ballots", None, {"choice": "agree"})
+            else:
+                args = ("POST", f"{url}/api/proposals/{p['id']}/{endpoint}", None, None)
+            status, out = await call(
+                http, args[0], args[1], tok(node, who) if who else None, args[3]
+            )
+            want = 401 if who is None else (201 if endpoint in ("create", "ballot") else 200)
+            if who is not None and who not in allowed:
+                want = 403
+            assert status == want, (endpoint, who, out)
+
+
+async def test_removed_member_token_is_refused_and_login_link_is_one_time(
+    node: dict[str, Any], http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    url, data = node["url"], node["data"]
+    gone = add_member(data, "Temp", "member")
+    status, _ = await call(http, "GET", f"{url}/api/proposals", gone["token"])
+    assert status == 200
+    login_token = gone["login_url"].rsplit("/", 1)[1]
+    status, first = await call(http, "POST", f"{url}/api/login", body={"token": login_token})
+    assert status == 200 and first["member"]["id"] == gone["id"]
+    status, replay = await call(http, "POST", f"{url}/api/login", body={"token": login_token})
+    assert status == 401, replay
+    from nodekit import run_cli
+
+    run_cli("member", "remove", gone["id"], "--data", str(data))
+    status, out = await call(http, "GET", f"{url}/api/proposals", gone["token"])
+    assert status == 401 and "removed" in out["detail"]
+    # The database holds only hashes of secrets.
+    conn = sqlite3.connect(data / "convene.sqlite3")
+    dump = "\n".join(conn.iterdump())
+    conn.close()
+    assert node["people"]["m1"]["token"] not in dump and login_token not in dump
