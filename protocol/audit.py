@@ -1,0 +1,621 @@
+"""Audit of a bundle: re-check the whole signature chain offline (docs/auditing.md).
+
+Theory of operation. ``audit_bundle`` makes one pass over the records and asks the
+module that owns each rule; it never restates a rule itself:
+
+1. chains (protocol/chain.py ``audit_chains``): every proof by the key valid at its
+   seq, links, gaps, order, equivocation, key rotations, retired keys (§5);
+2. actor documents: the current ``assertionMethod`` key equals the chain's latest;
+3. proposals (protocol/ballots.py ``parse_spec``): each ``Question`` is a valid spec;
+4. tallies (protocol/aggregate.py ``check_tally``) against the proposal; against the
+   roster at the tally's seq (protocol/roster.py: eligible members, roster size and
+   root); against its disclosed ballots — each validated, its receipt recomputed
+   (``ballot_receipt``), its member on the roster once, recounted (counting.py) and
+   the receipts' root and size recomputed (``ballots_root``) — or, for a secret vote,
+   its receipts' root and size;
+5. decisions (aggregate.py ``verify_decision``) against the proposal's rule and the
+   tallies in the bundle;
+6. with a receipt: its inclusion proof against the tally's signed root (RFC 9162).
+
+Findings are collected, never raised, so one audit names every problem; they are
+sorted by (actor, seq, what) so two auditors print the same report. The expensive,
+independent parts (one actor's chain, one tally's ballots) go through ``mapper``, a
+``map``-like callable: the caller may pass a process pool's ``map`` (protocol/ starts
+no processes itself), and the functions mapped are module-level so they pickle.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+
+from protocol.aggregate import check_tally, verify_decision
+from protocol.ballots import (
+    ProposalSpec,
+    ballot_receipt,
+    ballots_root,
+    parse_spec,
+    receipt_proof,
+    validate_ballot,
+    verify_receipt,
+)
+from protocol.bundle import ActorRecord, BallotRecord, EntryRecord, Header, ReceiptRecord
+from protocol.bundle import Record as BundleRecord
+from protocol.chain import audit_chains, entry_digest
+from protocol.counting import count
+from protocol.errors import ProtocolError
+from protocol.roster import roster_at, roster_root
+from protocol.tally import Tally, parse_tally
+
+__all__ = ["AuditReport", "Finding", "ReceiptCheck", "Tallied", "audit_bundle"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+Mapper = Callable[[Callable[[T], R], Iterable[T]], Iterable[R]]
+
+
+class Finding(msgspec.Struct, frozen=True, order=True):
+    """One problem: which actor, which seq (None: not about one entry), what, why."""
+
+    actor: str
+    seq: int | None
+    what: str
+    why: str
+
+    def describe(self) -> str:
+        where = self.actor + (f" seq {self.seq}" if self.seq is not None else "")
+        return f"{where}: {self.what}: {self.why}"
+
+    def sort_key(self) -> tuple[str, int, str, str]:
+        return (self.actor, -1 if self.seq is None else self.seq, self.what, self.why)
+
+
+class Tallied(msgspec.Struct, frozen=True):
+    """How many of each kind of thing the bundle holds (``seen``) or that checked out."""
+
+    actors: int = 0
+    entries: int = 0
+    proposals: int = 0
+    tallies: int = 0
+    decisions: int = 0
+    ballots: int = 0
+    receipts: int = 0
+
+
+class ReceiptCheck(msgspec.Struct, frozen=True):
+    """The answer to ``--receipt``: is this ballot among a signed tally's leaves?"""
+
+    receipt: str
+    included: bool
+    actor: str | None = None
+    proposal: str | None = None
+    leaf_index: int | None = None
+    tree_size: int | None = None
+    root: str | None = None
+    path: tuple[str, ...] = ()
+    why: str = ""
+
+
+class AuditReport(msgspec.Struct, frozen=True):
+    seen: Tallied
+    verified: Tallied
+    recounted: int
+    equivocating: tuple[str, ...]
+    findings: tuple[Finding, ...]
+    receipt: ReceiptCheck | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        out["ok"] = self.ok
+        return out
+
+
+# --- the pass -------------------------------------------------------------------------
+
+
+def audit_bundle(
+    records: Iterable[BundleRecord],
+    *,
+    receipt: str | None = None,
+    mapper: Mapper[Any, Any] | None = None,
+) -> AuditReport:
+    """Check every record of a bundle with the protocol/ rules; findings, never raises."""
+    run: Mapper[Any, Any] = mapper if mapper is not None else map
+    b = _Sorted.of(records)
+    findings = list(b.findings)
+
+    chains = list(run(_check_chain, sorted(b.entries.items())))
+    valid_entries: dict[str, set[int]] = {}
+    latest_key: dict[str, tuple[str, str]] = {}
+    equivocating: list[str] = []
+    for part in chains:
+        findings += part.findings
+        valid_entries[part.actor] = set(part.valid_seqs)
+        if part.latest_key is not None:
+            latest_key[part.actor] = part.latest_key
+        if part.equivocating:
+            equivocating.append(part.actor)
+
+    actors_ok = _check_actors(b.actors, latest_key, findings)
+    valid = {
+        key: entry
+        for key, entry in b.by_id.items()
+        if entry["seq"] in valid_entries[entry["actor"]]
+    }
+
+    specs, proposals_ok = _check_proposals(b, findings)
+    tally_jobs, tallies = _tally_jobs(b, specs, findings)
+    recounted = 0
+    tallies_ok = 0
+    ballots_ok = 0
+    receipts_ok = 0
+    for part in run(_check_tally, tally_jobs):
+        findings += part.findings
+        recounted += part.recounted
+        tallies_ok += part.ok and valid.get(part.entry_id) is not None
+        ballots_ok += part.ballots_ok
+        receipts_ok += part.receipts_ok
+    decisions_ok = _check_decisions(b, specs, tallies, findings)
+
+    receipt_check = None
+    if receipt is not None:
+        receipt_check = _check_receipt(b, tallies, receipt)
+        if not receipt_check.included:
+            findings.append(
+                Finding(receipt_check.actor or "", None, "receipt_not_included", receipt_check.why)
+            )
+
+    seen = Tallied(
+        actors=len(b.actors),
+        entries=sum(len(v) for v in b.entries.values()),
+        proposals=len(b.questions),
+        tallies=len(b.tallies),
+        decisions=len(b.decisions),
+        ballots=sum(len(v) for v in b.ballots.values()),
+        receipts=sum(len(v) for v in b.receipts.values()),
+    )
+    verified = Tallied(
+        actors=actors_ok,
+        entries=len(valid),
+        proposals=sum(1 for p in proposals_ok if p in valid),
+        tallies=tallies_ok,
+        decisions=sum(1 for d in decisions_ok if d in valid),
+        ballots=ballots_ok,
+        receipts=receipts_ok,
+    )
+    return AuditReport(
+        seen=seen,
+        verified=verified,
+        recounted=recounted,
+        equivocating=tuple(sorted(equivocating)),
+        findings=tuple(sorted(set(findings), key=Finding.sort_key)),
+        receipt=receipt_check,
+    )
+
+
+# --- sorting the records ----------------------------------------------------------------
+
+
+class _Sorted:
+    """The bundle's records grouped the way the checks need them."""
+
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self.actors: dict[str, dict[str, Any]] = {}
+        self.entries: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.by_id: dict[str, dict[str, Any]] = {}
+        self.questions: dict[str, dict[str, Any]] = {}
+        self.tallies: list[dict[str, Any]] = []
+        self.decisions: list[dict[str, Any]] = []
+        self.ballots: dict[tuple[str, str], list[BallotRecord]] = defaultdict(list)
+        self.receipts: dict[tuple[str, str], list[str]] = defaultdict(list)
+
+    @classmethod
+    def of(cls, records: Iterable[BundleRecord]) -> _Sorted:
+        b = cls()
+        for record in records:
+            match record:
+                case EntryRecord(entry=entry):
+                    b._entry(entry)
+                case ActorRecord(document=document):
+                    b._actor(document)
+                case BallotRecord():
+                    b.ballots[(record.actor, record.proposal)].append(record)
+                case ReceiptRecord():
+                    b.receipts[(record.actor, record.proposal)].append(record.receipt)
+                case Header():
+                    pass
+        return b
+
+    def _actor(self, document: dict[str, Any]) -> None:
+        actor = document.get("id")
+        if not isinstance(actor, str) or not actor:
+            self.findings.append(Finding("", None, "bad_actor", "an actor document has no id"))
+            return
+        if actor in self.actors and self.actors[actor] != document:
+            self.findings.append(
+                Finding(actor, None, "bad_actor", "two different actor documents for one actor")
+            )
+        self.actors[actor] = document
+
+    def _entry(self, entry: dict[str, Any]) -> None:
+        actor, seq = entry.get("actor"), entry.get("seq")
+        if not isinstance(actor, str) or not isinstance(seq, int) or isinstance(seq, bool):
+            self.findings.append(
+                Finding(
+                    actor if isinstance(actor, str) else "",
+                    None,
+                    "malformed_entry",
+                    "an entry without an actor string and an integer seq "
+                    f"(id {entry.get('id')!r:.200})",
+                )
+            )
+            return
+        self.entries[actor].append(entry)
+        entry_id = entry.get("id")
+        if not isinstance(entry_id, str):
+            return  # the chain check names it
+        if entry_id in self.by_id and self.by_id[entry_id] != entry:
+            return  # an equivocation: the chain check names it; the first copy is used
+        self.by_id[entry_id] = entry
+        kind = entry.get("type")
+        if kind == "Question":
+            self.questions[entry_id] = entry
+        elif kind == "Tally":
+            self.tallies.append(entry)
+        elif kind == "Decision":
+            self.decisions.append(entry)
+
+
+# --- actors and proposals -----------------------------------------------------------------
+
+
+def _check_actors(
+    actors: Mapping[str, Mapping[str, Any]],
+    latest_key: Mapping[str, tuple[str, str]],
+    findings: list[Finding],
+) -> int:
+    """Each actor document's current key must be its chain's latest (§5)."""
+    ok = 0
+    for actor, document in actors.items():
+        if actor not in latest_key:
+            findings.append(
+                Finding(actor, None, "actor_without_chain", "no valid genesis for this actor")
+            )
+            continue
+        want_id, want = latest_key[actor]
+        methods = document.get("assertionMethod")
+        listed = methods if isinstance(methods, list) else [methods]
+        keys = {
+            m.get("id"): m.get("publicKeyMultibase")
+            for m in listed
+            if isinstance(m, Mapping) and m.get("type") == "Multikey"
+        }
+        if keys.get(want_id) == want and len(keys) == 1:
+            ok += 1
+            continue
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(keys.items(), key=str)) or "none"
+        findings.append(
+            Finding(
+                actor,
+                None,
+                "actor_key_mismatch",
+                f"the actor document's assertionMethod ({shown:.300}) is not the chain's "
+                f"latest key {want_id}={want}",
+            )
+        )
+    return ok
+
+
+def _check_proposals(
+    b: _Sorted, findings: list[Finding]
+) -> tuple[dict[str, tuple[ProposalSpec, str]], list[str]]:
+    specs: dict[str, tuple[ProposalSpec, str]] = {}
+    for entry_id, entry in b.questions.items():
+        try:
+            specs[entry_id] = (parse_spec(entry), entry_digest(entry))
+        except ProtocolError as exc:
+            findings.append(_finding(exc, entry, "bad_proposal"))
+    return specs, list(specs)
+
+
+def _finding(exc: ProtocolError, entry: Mapping[str, Any], what: str | None = None) -> Finding:
+    actor = exc.actor if exc.actor is not None else str(entry.get("actor", ""))
+    seq = exc.seq if exc.seq is not None else entry.get("seq")
+    return Finding(actor, seq if isinstance(seq, int) else None, what or exc.code, exc.detail)
+
+
+# --- tallies ----------------------------------------------------------------------------
+
+
+class _TallyJob(msgspec.Struct, frozen=True):
+    entry_id: str
+    seq: int
+    tally: Tally
+    spec: ProposalSpec
+    proposal_digest: str
+    roster: dict[str, str]
+    ballots: list[BallotRecord]
+    receipts: list[str]
+
+
+class _TallyPart(msgspec.Struct, frozen=True):
+    entry_id: str
+    ok: bool
+    recounted: int
+    ballots_ok: int
+    receipts_ok: int
+    findings: list[Finding]
+
+
+def _tally_jobs(
+    b: _Sorted, specs: Mapping[str, tuple[ProposalSpec, str]], findings: list[Finding]
+) -> tuple[list[_TallyJob], dict[tuple[str, str], tuple[str, Tally]]]:
+    jobs: list[_TallyJob] = []
+    tallies: dict[tuple[str, str], tuple[str, Tally]] = {}
+    for entry in b.tallies:
+        try:
+            tally = parse_tally(entry)
+        except ProtocolError as exc:
+            findings.append(_finding(exc, entry))
+            continue
+        actor, seq = tally.chapter, entry["seq"]
+        if tally.proposal not in specs:
+            findings.append(
+                Finding(
+                    actor,
+                    seq,
+                    "unknown_proposal",
+                    f"the tally counts proposal {tally.proposal!r:.200}, which is not in the "
+                    "bundle (or is not a valid proposal)",
+                )
+            )
+            continue
+        try:
+            roster = roster_at(b.entries[actor], seq)
+        except ProtocolError as exc:
+            findings.append(_finding(exc, entry, "bad_roster"))
+            continue
+        spec, pdigest = specs[tally.proposal]
+        tallies[(actor, tally.proposal)] = (entry_digest(entry), tally)
+        key = (actor, tally.proposal)
+        jobs.append(
+            _TallyJob(
+                entry_id=entry["id"],
+                seq=seq,
+                tally=tally,
+                spec=spec,
+                proposal_digest=pdigest,
+                roster=roster,
+                ballots=b.ballots.get(key, []),
+                receipts=b.receipts.get(key, []),
+            )
+        )
+    for (actor, proposal), records in sorted(b.ballots.items()):
+        if (actor, proposal) not in tallies:
+            findings.append(
+                Finding(
+                    actor,
+                    None,
+                    "ballots_without_tally",
+                    f"{len(records)} ballots of "
+                    f"proposal {proposal!r:.200} but no valid tally of it by this actor",
+                )
+            )
+    return jobs, tallies
+
+
+def _check_tally(job: _TallyJob) -> _TallyPart:
+    """One tally against its proposal, the roster at its seq and its disclosed ballots."""
+    t, spec = job.tally, job.spec
+    out: list[Finding] = []
+
+    def fail(what: str, why: str) -> None:
+        out.append(Finding(t.chapter, job.seq, what, why))
+
+    try:
+        check_tally(spec, t, proposal=t.proposal, proposal_digest=job.proposal_digest)
+    except ProtocolError as exc:
+        fail(exc.code, exc.detail)
+    size, root = roster_root(job.roster)
+    if (t.roster_size, t.roster_root) != (size, root):
+        fail(
+            "roster_mismatch",
+            f"tally states roster size {t.roster_size} root {t.roster_root}; the chain's "
+            f"RosterChange entries up to seq {job.seq} give size {size} root {root}",
+        )
+    if t.eligible != size:
+        fail("eligible_mismatch", f"tally states {t.eligible} eligible; the roster has {size}")
+    ballots_ok = receipts_ok = recounted = 0
+    if job.ballots:
+        ballots_ok = _recount(job, fail)
+        recounted = 1
+        if spec.secret:
+            fail("secret_ballot_disclosed", "a secret vote's ballots are in the bundle")
+    elif job.receipts:
+        receipts_ok = _check_leaves(job, job.receipts, fail)
+        recounted = 1
+    elif t.cast == 0:
+        recounted = 1  # nothing to disclose: check_tally has checked the empty root
+    return _TallyPart(job.entry_id, not out, recounted, ballots_ok, receipts_ok, out)
+
+
+def _recount(job: _TallyJob, fail: Callable[[str, str], None]) -> int:
+    t, spec = job.tally, job.spec
+    ballots = []
+    receipts: list[str] = []
+    voters: set[str] = set()
+    ok = 0
+    for rec in job.ballots:
+        try:
+            ballot = validate_ballot(spec, rec.ballot)
+            nonce = bytes.fromhex(rec.nonce) if len(rec.nonce) == 64 else b""
+            recomputed = ballot_receipt(t.proposal, ballot, nonce)
+        except (ProtocolError, ValueError) as exc:
+            fail("bad_ballot", f"ballot of member {rec.member!r:.100}: {exc}")
+            continue
+        problem = None
+        if recomputed != rec.receipt:
+            problem = f"receipt {rec.receipt:.64} is not the ballot's receipt {recomputed}"
+        elif rec.member not in job.roster:
+            problem = f"member {rec.member!r:.100} is not on the roster at seq {job.seq}"
+        elif rec.member in voters:
+            problem = f"member {rec.member!r:.100} has two ballots"
+        if problem is not None:
+            fail("bad_ballot", problem)
+        else:
+            ok += 1
+        voters.add(rec.member)
+        ballots.append(ballot)
+        receipts.append(rec.receipt)
+    if len(ballots) == len(job.ballots):
+        counts = count(spec, ballots, eligible=t.eligible)
+        if counts != t.counts:
+            fail(
+                "count_mismatch",
+                f"recounting {len(ballots)} ballots gives {_show(counts)}; "
+                f"the tally states {_show(t.counts)}",
+            )
+        if len(ballots) != t.cast:
+            fail(
+                "count_mismatch",
+                f"{len(ballots)} ballots disclosed; the tally states cast {t.cast}",
+            )
+    _check_leaves(job, receipts, fail)
+    return ok
+
+
+def _check_leaves(job: _TallyJob, receipts: Sequence[str], fail: Callable[[str, str], None]) -> int:
+    t = job.tally
+    try:
+        size, root = ballots_root(receipts)
+    except ProtocolError as exc:
+        fail("ballots_root_mismatch", exc.detail)
+        return 0
+    if (size, root) != (t.ballots_size, t.ballots_root):
+        fail(
+            "ballots_root_mismatch",
+            f"the {size} receipts give root {root}; the tally states size {t.ballots_size} "
+            f"root {t.ballots_root}",
+        )
+        return 0
+    return size
+
+
+def _show(value: object) -> str:
+    text = msgspec.json.encode(value).decode()
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# --- decisions and receipts -------------------------------------------------------------------
+
+
+def _check_decisions(
+    b: _Sorted,
+    specs: Mapping[str, tuple[ProposalSpec, str]],
+    tallies: Mapping[tuple[str, str], tuple[str, Tally]],
+    findings: list[Finding],
+) -> list[str]:
+    ok: list[str] = []
+    for entry in b.decisions:
+        proposal = entry.get("proposal")
+        if not isinstance(proposal, str) or proposal not in specs:
+            findings.append(
+                Finding(
+                    entry["actor"],
+                    entry["seq"],
+                    "unknown_proposal",
+                    f"the decision is for proposal {proposal!r:.200}, not in the bundle",
+                )
+            )
+            continue
+        spec, pdigest = specs[proposal]
+        counted = [v for (_, p), v in sorted(tallies.items()) if p == proposal]
+        try:
+            verify_decision(spec, counted, entry, proposal=proposal, proposal_digest=pdigest)
+        except ProtocolError as exc:
+            findings.append(_finding(exc, entry, "decision_mismatch"))
+            continue
+        ok.append(entry["id"])
+    return ok
+
+
+def _check_receipt(
+    b: _Sorted, tallies: Mapping[tuple[str, str], tuple[str, Tally]], receipt: str
+) -> ReceiptCheck:
+    groups: dict[tuple[str, str], list[str]] = {
+        key: [r.receipt for r in records] for key, records in b.ballots.items()
+    }
+    groups.update(b.receipts)
+    for key, receipts in sorted(groups.items()):
+        if receipt not in receipts:
+            continue
+        actor, proposal = key
+        if key not in tallies:
+            return ReceiptCheck(receipt, False, actor, proposal, why="its tally is not valid")
+        tally = tallies[key][1]
+        try:
+            proof = receipt_proof(receipts, receipt)
+            verify_receipt(receipt, proof, tally.ballots_root)
+            if proof.tree_size != tally.ballots_size:
+                raise ProtocolError(
+                    f"tree size {proof.tree_size} is not the tally's {tally.ballots_size}"
+                )
+        except ProtocolError as exc:
+            return ReceiptCheck(receipt, False, actor, proposal, why=exc.detail)
+        return ReceiptCheck(
+            receipt,
+            True,
+            actor,
+            proposal,
+            proof.leaf_index,
+            proof.tree_size,
+            proof.root,
+            proof.path,
+        )
+    return ReceiptCheck(
+        receipt, False, why="no tally in the bundle has this receipt among its leaves"
+    )
+
+
+# --- chains -------------------------------------------------------------------------------
+
+
+class _ChainPart(msgspec.Struct, frozen=True):
+    actor: str
+    findings: list[Finding]
+    valid_seqs: list[int]
+    latest_key: tuple[str, str] | None
+    equivocating: bool
+
+
+def _check_chain(group: tuple[str, list[dict[str, Any]]]) -> _ChainPart:
+    """One actor's chain through chain.audit_chains: proofs, links, keys, forks."""
+    actor, entries = group
+    chain = audit_chains(entries).actors[actor]
+    findings = [
+        Finding(actor, f.seq, f.code, f.detail + _evidence(f.evidence)) for f in chain.findings
+    ]
+    through = chain.verified_through
+    valid = (
+        [] if through is None else [s for s in range(through + 1) if s not in chain.equivocations]
+    )
+    state = chain.state
+    return _ChainPart(
+        actor=actor,
+        findings=findings,
+        valid_seqs=valid,
+        latest_key=None if state is None else (state.key_id, state.key.multibase),
+        equivocating=bool(chain.equivocations),
+    )
+
+
+def _evidence(digests: tuple[str, ...]) -> str:
+    return f" (entry digests {', '.join(digests)})" if digests else ""
