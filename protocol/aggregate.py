@@ -377,7 +377,8 @@ def _says(o: Outcome) -> str:
 
 def decision_body(decision: Decision) -> dict[str, object]:
     """The decision's fields as plain JSON values, for a ``Decision`` chain entry."""
-    body: dict[str, object] = msgspec.to_builtins(decision)
+    # through JSON so that every array is a list, as a decoder on the other side sees it
+    body: dict[str, object] = msgspec.json.decode(msgspec.json.encode(decision))
     return body
 
 

@@ -169,7 +169,7 @@ def parse_spec(raw: Mapping[str, object]) -> ProposalSpec:
 
 def spec_fields(spec: ProposalSpec) -> dict[str, object]:
     """The spec's fields as plain JSON values, to embed in a Question entry (§7.1)."""
-    out: dict[str, object] = msgspec.to_builtins(spec)
+    out: dict[str, object] = msgspec.json.decode(msgspec.json.encode(spec))
     return out
 
 
@@ -276,7 +276,11 @@ def ballot_receipt(proposal_id: str, ballot: Ballot, nonce: bytes) -> str:
     """Lowercase hex SHA-256 of JCS({"ballot", "nonce" (hex), "proposal"})."""
     if len(nonce) != NONCE_SIZE:
         raise BallotError(f"a receipt nonce must be {NONCE_SIZE} bytes, got {len(nonce)}")
-    body = {"proposal": proposal_id, "ballot": msgspec.to_builtins(ballot), "nonce": nonce.hex()}
+    body = {
+        "proposal": proposal_id,
+        "ballot": msgspec.json.decode(msgspec.json.encode(ballot)),
+        "nonce": nonce.hex(),
+    }
     return hashlib.sha256(canonicalize(body)).hexdigest()
 
 

@@ -125,7 +125,8 @@ class _TallyWire(msgspec.Struct, frozen=True):
 
 def tally_body(tally: Tally) -> dict[str, object]:
     """The tally's own fields, as plain JSON values, for a ``Tally`` chain entry."""
-    body: dict[str, object] = msgspec.to_builtins(tally)
+    # through JSON so that every array is a list, as a decoder on the other side sees it
+    body: dict[str, object] = msgspec.json.decode(msgspec.json.encode(tally))
     del body["chapter"]  # carried by the entry's ``actor``
     return body
 
