@@ -1,0 +1,428 @@
+"""The verified inbox: accept nothing unverifiable, store first, then act (§9.3).
+
+Theory of operation. One POST goes through these gates in order; the first that
+fails answers ``{"error", "detail"}`` with its status and nothing is stored:
+
+1. size: ``Content-Length`` above the bound is refused before reading, and reading
+   stops one byte past it (413);
+2. transport signature, cheap part: the ``Signature`` (draft-cavage-12) or
+   ``Signature-Input`` (RFC 9421) header parses, covers the request target, host,
+   date and digest, and ``Digest`` / ``Content-Digest`` matches the body
+   (federation/httpsig.py; 401);
+3. the body is one strict JSON object (protocol/canonical.py) with string ``id``,
+   ``type`` and ``actor``, and the id lives on the actor's host, so no server can
+   claim ids, and thereby dedupe slots, of another (400);
+4. transport signature, costly part: the key named by ``keyId`` belongs to the
+   activity's actor and verifies, with Date within one hour (401). A failure with a
+   cached key is retried once with a refreshed one, as a rotation would need;
+5. object proof: an embedded object carrying ``seq`` is a chain entry (§5). Objects
+   are relayed verbatim, so authorship rests on its eddsa-jcs-2022 proof alone:
+   the proof's key must be the one valid at that seq in its author's chain, which
+   the caller's entry-key resolver answers (400 bad proof, 401 unknown key);
+6. dedupe and store, in one group-committed SQLite transaction per batch of
+   concurrent requests: a known id with the same content is a duplicate (202, not
+   processed again); with other content it is a replay (409). A second, different
+   entry for an (actor, seq) already held is stored as equivocation evidence.
+
+Then 202. Processing is asynchronous, as Takahē does it: a processor reads stored
+activities in arrival order and calls the handler registered for their type (one
+table, supplied by the caller); a handler that raises is retried with backoff and
+the activity is marked failed after the last try. Types without a handler are
+stored as ignored. Processing is at least once across crashes, so handlers must be
+idempotent (e.g. keyed by (actor, seq)); redelivered duplicates never reach them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from federation import httpsig, store
+from federation.errors import FederationError, SignatureError
+from federation.store import (
+    FAILED,
+    IGNORED,
+    PROCESSED,
+    RECEIVED,
+    Database,
+    EntryRecord,
+    IncomingRecord,
+    PendingIncoming,
+)
+from protocol import canonical, entries, proofs
+from protocol.errors import ProofError, ProtocolError
+from protocol.keys import VerifyKey
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 256 * 1024
+
+
+class InboxError(FederationError):
+    """An incoming activity was refused; ``code`` says which gate refused it."""
+
+    code = "bad_activity"
+    status = 400
+
+
+class PayloadTooLarge(InboxError):
+    code = "too_large"
+    status = 413
+
+
+class SignerMismatch(InboxError):
+    code = "signer_mismatch"
+    status = 401
+
+
+class UnknownKey(InboxError):
+    code = "unknown_key"
+    status = 401
+
+
+class ReplayedActivity(InboxError):
+    code = "replayed"
+    status = 409
+
+
+@dataclass(frozen=True, slots=True)
+class TransportKey:
+    """The public key a ``keyId`` names, and the actor that owns it."""
+
+    owner: str
+    public_key: httpsig.PublicKey
+
+
+# key_id, refresh -> key; raises FederationError when it cannot be had.
+TransportKeyResolver = Callable[[str, bool], Awaitable[TransportKey]]
+# (entry actor, seq, proof verificationMethod) -> the key valid at that seq in
+# that actor's chain; raises FederationError or ProtocolError when there is none.
+EntryKeyResolver = Callable[[str, int, str], Awaitable[VerifyKey]]
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingActivity:
+    """What a handler gets: a stored, verified activity."""
+
+    activity_id: str
+    type: str
+    actor: str
+    activity: dict[str, Any]
+    body: bytes
+    # The embedded chain entry whose proof was verified, if the object is one.
+    entry: dict[str, Any] | None = None
+
+
+Handler = Callable[[IncomingActivity], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    activity_id: str
+    status: str  # "accepted", "duplicate" or "ignored"
+    equivocation: bool = False
+
+
+def _actor_id(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return str(value["id"])
+    return None
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc.lower()
+
+
+# Incoming processing as data: (state, handler outcome) -> next state.
+PROCESS_TRANSITIONS: Mapping[tuple[str, str], str] = {
+    (RECEIVED, "ok"): PROCESSED,
+    (RECEIVED, "error"): RECEIVED,  # due again after a backoff
+    (RECEIVED, "exhausted"): FAILED,
+}
+
+
+@dataclass
+class _Pending:
+    record: IncomingRecord
+    done: asyncio.Future[store.StoreOutcome] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Inbox:
+    """A node's inbox: an aiohttp handler (:meth:`handle`) and its processor."""
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        *,
+        transport_keys: TransportKeyResolver,
+        entry_keys: EntryKeyResolver,
+        handlers: Mapping[str, Handler],
+        clock: Callable[[], float] = time.time,
+        max_body: int = MAX_BODY,
+        scheme: str = "https",
+        max_attempts: int = 8,
+        batch_size: int = 512,
+    ) -> None:
+        self.db = Database(db_path)
+        self._transport_keys = transport_keys
+        self._entry_keys = entry_keys
+        self._handlers = dict(handlers)
+        self._clock = clock
+        self.max_body = max_body
+        self._scheme = scheme
+        self._max_attempts = max_attempts
+        self._batch_size = batch_size
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._processor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.db.open()
+        self._processor = asyncio.create_task(self._process_loop(), name="convene-inbox")
+
+    async def stop(self) -> None:
+        for task in (self._processor, self._flusher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.db.close()
+
+    def wake(self) -> None:
+        """Look for due activities now (after a handler's dependency changed, in tests)."""
+        self._wake.set()
+
+    # -- HTTP --------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """The aiohttp handler for ``POST /inbox`` (and the shared inbox)."""
+        try:
+            body = await self._read_bounded(request)
+            receipt = await self.receive(request.method, request.raw_path, request.headers, body)
+        except (FederationError, ProtocolError) as exc:
+            detail = exc.describe() if isinstance(exc, ProtocolError) else exc.detail
+            return web.json_response({"error": exc.code, "detail": detail}, status=exc.status)
+        return web.json_response({"id": receipt.activity_id, "status": receipt.status}, status=202)
+
+    async def _read_bounded(self, request: web.Request) -> bytes:
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {self.max_body}")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(f"body exceeds the limit of {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- the gates ---------------------------------------------------------------
+
+    async def receive(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> Receipt:
+        """Verify, dedupe and store one activity; raise the error of the failing gate."""
+        if len(body) > self.max_body:
+            raise PayloadTooLarge(f"body of {len(body)} bytes exceeds the limit of {self.max_body}")
+        parsed = httpsig.parse_signature_headers(method, path, headers, body, scheme=self._scheme)
+        activity = canonical.decode_object(body, max_bytes=self.max_body)
+        activity_id, kind, actor = activity.get("id"), activity.get("type"), activity.get("actor")
+        actor = _actor_id(actor)
+        if not isinstance(activity_id, str) or not isinstance(kind, str) or actor is None:
+            raise InboxError("an activity needs string 'id', 'type' and 'actor'", code="malformed")
+        if _host(activity_id) != _host(actor) or not _host(actor):
+            raise InboxError(
+                f"activity {activity_id} is not on the host of its actor {actor}",
+                code="foreign_id",
+            )
+        await self._verify_transport(parsed, actor)
+        entry = await self._verify_entry(activity.get("object"))
+        state = RECEIVED if kind in self._handlers else IGNORED
+        record = IncomingRecord(
+            activity_id=activity_id,
+            body_digest=hashlib.sha256(body).hexdigest(),
+            actor=actor,
+            type=kind,
+            body=body,
+            state=state,
+            entry=entry,
+        )
+        outcome = await self._store(record)
+        if outcome.status == "conflict":
+            assert outcome.stored_body is not None
+            # The same activity serialized differently is still the same activity.
+            stored = canonical.decode_object(
+                outcome.stored_body, max_bytes=len(outcome.stored_body)
+            )
+            if canonical.digest(stored) != canonical.digest(activity):
+                raise ReplayedActivity(
+                    f"activity {activity_id} from {actor} was already received"
+                    " with different content"
+                )
+            return Receipt(activity_id, "duplicate")
+        if outcome.status == "duplicate":
+            return Receipt(activity_id, "duplicate")
+        if state == RECEIVED and not outcome.equivocation:
+            self._wake.set()
+        return Receipt(
+            activity_id, "accepted" if state == RECEIVED else "ignored", outcome.equivocation
+        )
+
+    async def _verify_transport(self, parsed: httpsig.ParsedSignature, actor: str) -> None:
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        for refresh in (False, True):
+            try:
+                key = await self._transport_keys(parsed.key_id, refresh)
+            except FederationError as exc:
+                raise UnknownKey(f"key {parsed.key_id} could not be had: {exc.detail}") from exc
+            if key.owner != actor:
+                raise SignerMismatch(
+                    f"signed by {parsed.key_id} of {key.owner}, but the activity's actor is {actor}"
+                )
+            try:
+                httpsig.verify_request(parsed, key.public_key, now=now)
+                return
+            except SignatureError as exc:
+                if exc.code != "bad_signature" or refresh:
+                    raise
+
+    async def _verify_entry(self, obj: object) -> EntryRecord | None:
+        if not isinstance(obj, dict) or "seq" not in obj:
+            return None
+        env = entries.read_envelope(obj)  # strict §5 envelope; ChainError names actor, seq
+        method = env.proof.verificationMethod
+        if not method.startswith(env.actor + "#"):
+            raise ProofError(
+                f"proof key {method} is not one of the author's keys",
+                actor=env.actor,
+                seq=env.seq,
+            )
+        try:
+            key = await self._entry_keys(env.actor, env.seq, method)
+        except (FederationError, ProtocolError) as exc:
+            why = exc.describe() if isinstance(exc, ProtocolError) else exc.detail
+            raise UnknownKey(
+                f"actor {env.actor}, seq {env.seq}: no key {method} valid at this seq: {why}"
+            ) from exc
+        try:
+            proofs.verify_proof(obj, key)
+        except ProtocolError as exc:
+            exc.actor, exc.seq = env.actor, env.seq  # say where
+            raise
+        return EntryRecord(env.actor, env.seq, canonical.digest(obj), canonical.canonicalize(obj))
+
+    # -- group commit --------------------------------------------------------------
+
+    async def _store(self, record: IncomingRecord) -> store.StoreOutcome:
+        pending = _Pending(record)
+        self._pending.append(pending)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await pending.done
+
+    async def _flush(self) -> None:
+        # Requests that arrive while one batch commits form the next batch: one
+        # fsync serves many activities, and each waits for the commit of its own.
+        while self._pending:
+            batch = self._pending[: self._batch_size]
+            del self._pending[: len(batch)]
+            try:
+                outcomes = await self.db.run(
+                    store.store_incoming, [p.record for p in batch], self._clock()
+                )
+            except Exception as exc:
+                for p in batch:
+                    if not p.done.done():
+                        p.done.set_exception(
+                            FederationError(f"could not store: {exc}", code="storage", status=503)
+                        )
+                continue
+            for p, outcome in zip(batch, outcomes, strict=True):
+                if not p.done.done():
+                    p.done.set_result(outcome)
+
+    # -- processing ----------------------------------------------------------------
+
+    async def _process_loop(self) -> None:
+        while True:
+            try:
+                rows: list[PendingIncoming] = await self.db.run(
+                    store.due_incoming, self._clock(), [], 64
+                )
+                for row in rows:
+                    await self._process(row)
+                delay = 1.0
+                if not rows:
+                    nxt = await self.db.run(store.next_incoming_due_at)
+                    if nxt is not None:
+                        delay = max(0.01, min(delay, nxt - self._clock()))
+                else:
+                    delay = 0.0
+            except Exception:
+                log.exception("inbox processor failed; retrying")
+                delay = 1.0
+            if delay:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._wake.clear()
+
+    async def _process(self, row: PendingIncoming) -> None:
+        error: str | None = None
+        try:
+            activity = canonical.decode_object(row.body, max_bytes=len(row.body))
+            actor = _actor_id(activity.get("actor")) or ""
+            obj = activity.get("object")
+            entry = obj if isinstance(obj, dict) and "seq" in obj else None
+            incoming = IncomingActivity(row.activity_id, row.type, actor, activity, row.body, entry)
+            await self._handlers[row.type](incoming)
+            outcome = "ok"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("handler for %s %s failed: %s", row.type, row.activity_id, error)
+            outcome = "exhausted" if row.attempts + 1 >= self._max_attempts else "error"
+        state = PROCESS_TRANSITIONS[(RECEIVED, outcome)]
+        due = self._clock() + min(2.0 ** (row.attempts + 1), 3600.0)
+        await self.db.run(
+            lambda c: store.record_processing(
+                c,
+                row.activity_id,
+                state=state,
+                attempts=row.attempts + 1,
+                next_attempt_at=due,
+                error=error,
+            )
+        )
+
+
+def inbox_ctx(
+    factory: Callable[[web.Application], Inbox], key: web.AppKey[Inbox]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An ``app.cleanup_ctx`` entry that runs an inbox for the app's lifetime."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        inbox = factory(app)
+        await inbox.start()
+        app[key] = inbox
+        try:
+            yield
+        finally:
+            await inbox.stop()
+
+    return ctx
