@@ -136,6 +136,8 @@ def sign_request(
     and ``Signature`` over ``(request-target) host date [digest]``.
     """
     _, host, path = _target(url)
+    if '"' in key_id or not key_id.isprintable():
+        raise ValueError(f"key id {key_id!r} cannot be written in a Signature header")
     have = _lower(headers)
     out: dict[str, str] = {}
     if "host" not in have:

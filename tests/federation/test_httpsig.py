@@ -275,6 +275,18 @@ def test_hs2019_with_ed25519(ed_key: ed25519.Ed25519PrivateKey) -> None:
     check(bare, ed_key.public_key())
 
 
+def test_hs2019_with_rsa_and_no_algorithm(rsa_key: rsa.RSAPrivateKey) -> None:
+    headers = signed(rsa_key)
+    for replacement in ('algorithm="hs2019",', ""):
+        variant = headers["Signature"].replace('algorithm="rsa-sha256",', replacement)
+        check(headers | {"Signature": variant}, rsa_key.public_key())
+
+
+def test_key_id_must_fit_the_header(rsa_key: rsa.RSAPrivateKey) -> None:
+    with pytest.raises(ValueError, match="cannot be written"):
+        sign_request("GET", URL, {}, None, key_id='k",x="', private_key=rsa_key, now=NOW)
+
+
 def test_keyid_without_fragment_as_gotosocial_sends(rsa_key: rsa.RSAPrivateKey) -> None:
     headers = {"Accept": "application/activity+json"}
     headers.update(
