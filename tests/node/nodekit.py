@@ -143,3 +143,26 @@ async def call(
             return response.status, json.loads(text)
         except json.JSONDecodeError:
             return response.status, text
+
+
+async def add_members_in_process(data: Path, count: int, role: str = "member") -> list[Any]:
+    """Many members at once through the Members service on the node's own file."""
+    from node.config import load_config
+    from node.services import build_services
+
+    services = build_services(load_config(data))
+    await services.db.open()
+    try:
+        return [await services.members.add(f"voter {i}", role) for i in range(count)]
+    finally:
+        await services.db.close()
+
+
+def read_db(data: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    conn = sqlite3.connect(data / "convene.sqlite3")
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
