@@ -617,3 +617,30 @@ def test_rfc9421_body_needs_content_digest(ed_key: ed25519.Ed25519PrivateKey) ->
     )
     wrong = headers | {"Content-Digest": "sha-512=:AAAA:"}
     assert code_of(lambda: check(wrong, ed_key.public_key())) == "bad_digest"
+
+
+def test_rfc9421_interop_escapes_and_extra_parameters(ed_key: ed25519.Ed25519PrivateKey) -> None:
+    now = datetime.now(UTC)
+    kid = 'https://m.example/u#k"1\\x'  # a quote and a backslash, escaped in sf-strings
+    resolver = hms.MappingKeyResolver(
+        public_keys={kid: ed_key.public_key()}, private_keys={kid: ed_key}
+    )
+    message = _Message(
+        method="GET", url="https://c.example/a/b?q=1&r=%20", headers={"Host": "c.example"}
+    )
+    hms.HTTPMessageSigner(signature_algorithm=hms.algorithms.ED25519, key_resolver=resolver).sign(
+        message,
+        key_id=kid,
+        created=now,
+        nonce="abc",
+        tag="t",
+        covered_component_ids=("@method", "@target-uri", "@scheme", "@request-target", "host"),
+    )
+    parsed = check(message.headers, ed_key.public_key(), "GET", None, now, "/a/b?q=1&r=%20")
+    assert parsed.key_id == kid
+    assert (
+        code_of(
+            lambda: check(message.headers, ed_key.public_key(), "GET", None, now, "/a/b?q=1&r=%21")
+        )
+        == "bad_signature"
+    )
