@@ -30,12 +30,16 @@ from typing import Any
 import aiosqlite
 import msgspec
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from yarl import URL
 
 from federation.client import JSON_ACCEPT, FederationClient, FetchError
 from federation.documents import DocumentError, RemoteActor, parse_acct, parse_actor, self_link
 from federation.errors import FederationError
+from federation.inbox import TransportKey
+from protocol import chain as chains
+from protocol.errors import ProtocolError
+from protocol.keys import VerifyKey
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fed_actor (
@@ -63,15 +67,6 @@ class ActorKeyError(FederationError):
     status = 401
 
 
-ChainVerifier = Callable[[str, list[dict[str, Any]]], list[tuple[str, str]]]
-"""(actor id, chain entries oldest first) → the keys in order, as (key id, multibase).
-
-Verifies the chain (hash links, seq, proofs by the key valid at each seq) and raises
-on any fault. protocol/chain.py provides it; it is passed in so federation/ stays a
-transport and the one implementation of the chain rules lives in protocol/.
-"""
-
-
 def _is_private_host(host: str) -> bool:
     if host == "localhost":
         return True
@@ -90,16 +85,16 @@ class ActorCache:
         conn: aiosqlite.Connection,
         client: FederationClient,
         *,
-        verify_chain: ChainVerifier | None,
         ttl: float = DEFAULT_TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._conn = conn
         self.client = client
-        self._verify_chain = verify_chain
         self.ttl = ttl
         self._clock = clock
         self._rsa: dict[str, rsa.RSAPublicKey] = {}
+        # Verified chain states of remote actors, to answer "which key at seq n".
+        self._chains: dict[str, chains.ChainState] = {}
 
     @classmethod
     async def open(
@@ -107,7 +102,6 @@ class ActorCache:
         path: str | Path,
         client: FederationClient,
         *,
-        verify_chain: ChainVerifier | None,
         ttl: float = DEFAULT_TTL,
         clock: Callable[[], float] = time.time,
     ) -> ActorCache:
@@ -116,7 +110,7 @@ class ActorCache:
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.executescript(SCHEMA)
         await conn.commit()
-        return cls(conn, client, verify_chain=verify_chain, ttl=ttl, clock=clock)
+        return cls(conn, client, ttl=ttl, clock=clock)
 
     async def close(self) -> None:
         await self._conn.close()
@@ -178,6 +172,37 @@ class ActorCache:
         self._rsa[actor.rsa_public_pem] = key
         return key
 
+    async def transport_key(self, key_id: str, refresh: bool) -> TransportKey:
+        """For the inbox: the key an HTTP signature names (RSA ``publicKey`` or an
+        Ed25519 ``assertionMethod`` key), refetched when ``refresh``."""
+        actor = await self.by_key_id(key_id, refresh=refresh)
+        assertion = actor.assertion_key(key_id)
+        if assertion is not None:
+            raw = bytes(VerifyKey.from_multibase(assertion.public_key_multibase))
+            return TransportKey(actor.id, ed25519.Ed25519PublicKey.from_public_bytes(raw))
+        return TransportKey(actor.id, await self.rsa_public_key(key_id))
+
+    async def entry_key(self, actor_id: str, seq: int, method: str) -> VerifyKey:
+        """For object proofs: the key valid at ``seq`` in ``actor_id``'s chain, which
+        must be the proof's ``verificationMethod``. The chain is fetched from the
+        actor's outbox and verified (protocol/chain.py) when ``seq`` is new to us."""
+        state = self._chains.get(actor_id)
+        if state is None or seq >= state.next_seq:
+            actor = await self.get(actor_id)
+            entries = await self.chain(actor)
+            try:
+                state = chains.verify_chain(entries)
+            except ProtocolError as exc:
+                raise ActorKeyError(f"{actor_id}'s chain does not verify: {exc}") from exc
+            self._chains[actor_id] = state
+        span = state.key_at(seq)
+        if span.key_id != method:
+            raise ActorKeyError(
+                f"{actor_id} seq {seq}: signed by {method}, but the key valid there is "
+                f"{span.key_id}"
+            )
+        return span.key
+
     async def resolve(self, name: str) -> RemoteActor:
         """An actor named by ``acct:USER@HOST`` / ``@USER@HOST`` / ``USER@HOST``, its id,
         or its node's base URL."""
@@ -226,21 +251,19 @@ class ActorCache:
     async def _verify_rotation(
         self, actor: RemoteActor, old_key: str, new_id: str, new_key: str
     ) -> None:
-        if self._verify_chain is None or actor.outbox is None:
-            raise ActorKeyError(
-                f"{actor.id} now names key {new_id}; its chain cannot be checked here, "
-                "so the pinned key stays"
-            )
+        if actor.outbox is None:
+            raise ActorKeyError(f"{actor.id} now names key {new_id} and has no chain to back it")
         entries = await self.chain(actor)
         try:
-            keys = self._verify_chain(actor.id, entries)
-        except FederationError:
-            raise
-        except Exception as exc:  # a protocol error: say which, keep the old key
+            state = chains.verify_chain(entries)
+        except ProtocolError as exc:  # say which fault, keep the pinned key
             raise ActorKeyError(
                 f"{actor.id} names a new key {new_id} but its chain does not verify: {exc}"
             ) from exc
-        multibases = [k[1] for k in keys]
+        if state.actor != actor.id:
+            raise ActorKeyError(f"{actor.id}'s outbox holds the chain of {state.actor}")
+        self._chains[actor.id] = state
+        multibases = [span.key.multibase for span in state.keys]
         if not multibases or multibases[-1] != new_key:
             raise ActorKeyError(
                 f"{actor.id} names key {new_id} but its chain's latest key is another"

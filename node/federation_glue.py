@@ -1,10 +1,310 @@
-"""Where the node hands its routes and services to federation/ (wired by federation work)."""
+"""Where the node hands its storage and identity to federation/ — the one place.
+
+``setup(app)`` (called by ``node.app.create_app``) adds, on top of the node's app:
+
+- the read-only federation routes (federation/routes.py) over the node's chain,
+  identity and followers;
+- the verified inbox at ``POST /inbox`` (federation/inbox.py) with the handler
+  table: Follow / Accept / Undo go to federation/follow.py; other layers add theirs
+  to ``app[INBOX_HANDLERS_KEY]`` before the app starts;
+- the durable delivery worker (federation/delivery.py);
+- one FederationClient (signed with the node's RSA key, SSRF guard per config) and
+  the remote actor cache, as typed app keys.
+
+``join_command`` / ``leave_command`` are the ``convene join REGION`` and ``convene
+leave REGION`` commands: they queue the Follow (or Undo) in the node's database, and
+the running node's delivery worker sends it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import click
+import msgspec
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from yarl import URL
+
+from federation import follow, store
+from federation.actors import SCHEMA as ACTORS_SCHEMA
+from federation.actors import ActorCache
+from federation.client import FederationClient, http_signer
+from federation.delivery import DeliveryWorker, delivery_ctx
+from federation.documents import AssertionKey, LocalActor
+from federation.errors import FederationError
+from federation.follow import FollowService
+from federation.inbox import Handler, Inbox, IncomingActivity, inbox_ctx
+from federation.routes import setup_routes
+from node import chain_store
+from node.api import SERVICES_KEY
+from node.config import NodeConfig, load_config
+from node.services import NodeServices, build_services
+
+T = TypeVar("T")
+
+CLIENT_KEY = web.AppKey("federation_client", FederationClient)
+ACTORS_KEY = web.AppKey("federation_actors", ActorCache)
+FOLLOW_KEY = web.AppKey("federation_follow", FollowService)
+INBOX_KEY = web.AppKey("federation_inbox", Inbox)
+DELIVERY_KEY = web.AppKey("federation_delivery", DeliveryWorker)
+INBOX_HANDLERS_KEY = web.AppKey("federation_handlers", dict[str, Handler])
+
+# One migration step for federation's tables (all CREATE ... IF NOT EXISTS, so the
+# inbox's and delivery worker's own connections may create them first).
+FEDERATION_MIGRATIONS = (store.SCHEMA + ACTORS_SCHEMA + follow.SCHEMA,)
+
+
+def preferred_username(name: str) -> str:
+    """The WebFinger user part: the node's name folded to ``[a-z0-9_]``."""
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    return slug or "node"
+
+
+class NodeSource:
+    """What federation's routes ask the node (federation.routes.FederationSource)."""
+
+    def __init__(self, services: NodeServices) -> None:
+        self._services = services
+        identity = services.identity
+        pem = (
+            identity.rsa_key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode("ascii")
+        )
+        self._actor = LocalActor(
+            id=identity.actor,
+            base_url=identity.url.rstrip("/"),
+            username=preferred_username(identity.name),
+            name=identity.name,
+            kind=identity.kind,
+            rsa_public_pem=pem,
+            assertion_key=AssertionKey(identity.key_id, identity.signing_key.verify_key.multibase),
+            manually_approves_followers=approves_manually(services.config),
+        )
+
+    async def local_actor(self) -> LocalActor:
+        return self._actor
+
+    async def chain_length(self) -> int:
+        return await chain_store.count(self._services.db)
+
+    async def chain_entries(self, start: int, limit: int) -> list[bytes]:
+        return await chain_store.entries(self._services.db, start, limit)
+
+    async def followers(self) -> list[str]:
+        rows = await self._services.db.fetchall(follow.ACCEPTED_FOLLOWERS_SQL)
+        return [str(row[0]) for row in rows]
+
+    async def member_count(self) -> int:
+        return len(await self._services.members.all())
+
+
+class NodeHost:
+    """What federation/follow.py needs from the node (federation.follow.Host)."""
+
+    def __init__(self, services: NodeServices) -> None:
+        self._services = services
+        self.actor_id = services.identity.actor
+        self.manually_approves_followers = approves_manually(services.config)
+
+    async def append_entry(
+        self,
+        body: dict[str, Any],
+        extra: Callable[[aiosqlite.Connection, dict[str, Any]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        appended = await self._services.ledger.append(
+            body, lambda tx, done: extra(tx.connection, done.entry)
+        )
+        return appended.entry
+
+    async def write(self, job: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        async with self._services.db.write() as tx:
+            return await job(tx.connection)
+
+    async def entry(self, seq: int) -> dict[str, Any]:
+        (raw,) = await chain_store.entries(self._services.db, seq, 1)
+        decoded: dict[str, Any] = msgspec.json.decode(raw)
+        return decoded
+
+
+def approves_manually(config: NodeConfig) -> bool:
+    """Whether an organizer approves followers (config ``approve_followers``, default
+    off: a region accepts every chapter that follows it)."""
+    return bool(getattr(config, "approve_followers", False))
+
+
+def _client(services: NodeServices) -> FederationClient:
+    identity = services.identity
+    return FederationClient(
+        signer=http_signer(identity.rsa_key_id, identity.rsa_key),
+        allow_private_network=services.config.allow_private_network,
+    )
+
+
+def follow_handlers(service: FollowService) -> dict[str, Handler]:
+    """The inbox handler table for following (one place maps type → handler)."""
+
+    async def on_follow(incoming: IncomingActivity) -> None:
+        await service.on_follow(incoming.activity, incoming.actor)
+
+    async def on_accept(incoming: IncomingActivity) -> None:
+        await service.on_accept(incoming.activity, incoming.actor)
+
+    async def on_undo(incoming: IncomingActivity) -> None:
+        await service.on_undo(incoming.activity, incoming.actor)
+
+    return {"Follow": on_follow, "Accept": on_accept, "Undo": on_undo}
+
+
+async def _federation(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES_KEY]
+    client = _client(services)
+    actors = await ActorCache.open(services.config.database_path, client)
+    service = FollowService(NodeHost(services), actors)
+    app[CLIENT_KEY] = client
+    app[ACTORS_KEY] = actors
+    app[FOLLOW_KEY] = service
+    app[INBOX_HANDLERS_KEY].update(
+        {k: v for k, v in follow_handlers(service).items() if k not in app[INBOX_HANDLERS_KEY]}
+    )
+    try:
+        yield
+    finally:
+        await actors.close()
+        await client.close()
 
 
 def setup(app: web.Application) -> None:
-    """Add the federation routes and background workers to the node's app."""
-    del app
+    """Add the federation routes, inbox and delivery worker to the node's app."""
+    services = app[SERVICES_KEY]
+    services.db.migrations["federation"] = FEDERATION_MIGRATIONS
+    app[INBOX_HANDLERS_KEY] = {}
+    setup_routes(app, NodeSource(services))
+    scheme = URL(services.identity.url).scheme or "https"
+
+    def make_inbox(app: web.Application) -> Inbox:
+        actors = app[ACTORS_KEY]
+        handlers: dict[str, Handler] = app[INBOX_HANDLERS_KEY]
+        return Inbox(
+            services.config.database_path,
+            transport_keys=actors.transport_key,
+            entry_keys=actors.entry_key,
+            handlers=handlers,
+            scheme=scheme,
+        )
+
+    def make_worker(app: web.Application) -> DeliveryWorker:
+        return DeliveryWorker(services.config.database_path, client=app[CLIENT_KEY])
+
+    # Order matters: the node's database is opened by an earlier cleanup_ctx entry.
+    app.cleanup_ctx.append(_federation)
+    app.cleanup_ctx.append(inbox_ctx(make_inbox, INBOX_KEY))
+    app.cleanup_ctx.append(delivery_ctx(make_worker, DELIVERY_KEY))
+
+    async def inbox(request: web.Request) -> web.StreamResponse:
+        return await request.app[INBOX_KEY].handle(request)
+
+    app.router.add_post("/inbox", inbox)
+
+
+# --- convene join / leave -----------------------------------------------------------
+
+
+async def _with_follow_service(
+    data: Path, allow_private_network: bool, job: Callable[[FollowService], Awaitable[T]]
+) -> T:
+    overrides = {"allow_private_network": True} if allow_private_network else None
+    services = build_services(load_config(data, overrides))
+    services.db.migrations["federation"] = FEDERATION_MIGRATIONS
+    await services.db.open()
+    try:
+        async with _client(services) as client:
+            actors = await ActorCache.open(services.config.database_path, client)
+            try:
+                return await job(FollowService(NodeHost(services), actors))
+            finally:
+                await actors.close()
+    finally:
+        await services.db.close()
+
+
+async def join(data: Path, region: str, *, allow_private_network: bool = False) -> follow.Following:
+    """Queue a Follow of ``region`` (base URL, actor id or ``acct:`` handle)."""
+    return await _with_follow_service(
+        data,
+        allow_private_network,
+        lambda service: service.join(region, nonce=secrets.token_hex(16)),
+    )
+
+
+async def leave(
+    data: Path, region: str, *, allow_private_network: bool = False
+) -> follow.Following:
+    """Queue an Undo of this node's Follow of ``region``."""
+    return await _with_follow_service(
+        data,
+        allow_private_network,
+        lambda service: service.leave(region, nonce=secrets.token_hex(16)),
+    )
+
+
+def _run_follow_command(
+    data: Path, as_json: bool, job: Callable[[Path], Coroutine[Any, Any, follow.Following]]
+) -> None:
+    try:
+        row = asyncio.run(job(data))
+    except FederationError as exc:
+        out = {"error": exc.code, "detail": exc.detail}
+        click.echo(
+            msgspec.json.encode(out).decode() if as_json else f"error: {exc.detail}", err=True
+        )
+        raise SystemExit(1) from exc
+    out = {"region": row.target, "follow": row.follow_id, "state": row.state}
+    click.echo(
+        msgspec.json.encode(out).decode()
+        if as_json
+        else f"{row.state}: follow {row.follow_id} of {row.target} (the node delivers it)"
+    )
+
+
+@click.command("join")
+@click.argument("region")
+@click.option("--data", type=click.Path(path_type=Path), default=Path("./convene-data"))
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option(
+    "--allow-private-network",
+    is_flag=True,
+    default=False,
+    help="allow a region on a private or loopback address (tests, the demo)",
+)
+def join_command(region: str, data: Path, as_json: bool, allow_private_network: bool) -> None:
+    """Follow a region, named by its URL (base URL or actor id) or its acct: handle."""
+    _run_follow_command(
+        data, as_json, lambda d: join(d, region, allow_private_network=allow_private_network)
+    )
+
+
+@click.command("leave")
+@click.argument("region")
+@click.option("--data", type=click.Path(path_type=Path), default=Path("./convene-data"))
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option(
+    "--allow-private-network",
+    is_flag=True,
+    default=False,
+    help="allow a region on a private or loopback address (tests, the demo)",
+)
+def leave_command(region: str, data: Path, as_json: bool, allow_private_network: bool) -> None:
+    """Stop following a region (Undo Follow)."""
+    _run_follow_command(
+        data, as_json, lambda d: leave(d, region, allow_private_network=allow_private_network)
+    )

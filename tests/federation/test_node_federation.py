@@ -1,0 +1,224 @@
+"""End to end on loopback: one region and two chapters as real `convene serve`
+processes discover each other (WebFinger → actor), join, get accepted, leave; every
+outbox is fetched and its chain verified with protocol/chain.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from federation.client import FederationClient
+from federation.documents import parse_actor, self_link
+from protocol import chain
+
+CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Node:
+    def __init__(self, root: Path, name: str, kind: str) -> None:
+        self.data = root / name
+        self.port = _port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        out = subprocess.run(
+            [
+                *CONVENE,
+                "init",
+                "--name",
+                name,
+                "--url",
+                self.url,
+                "--kind",
+                kind,
+                "--data",
+                str(self.data),
+                "--json",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        self.actor = json.loads(out.stdout)["actor"]
+        self.log = (root / f"{name}.log").open("w")
+        self.proc = subprocess.Popen(
+            [
+                *CONVENE,
+                "serve",
+                "--data",
+                str(self.data),
+                "--port",
+                str(self.port),
+                "--allow-private-network",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (
+                self.data.parent / f"{self.data.name}.log"
+            ).read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"{self.url} did not start")
+
+    def following(self) -> list[tuple[str, str]]:
+        with sqlite3.connect(f"file:{self.data}/convene.sqlite3?mode=ro", uri=True) as db:
+            return [tuple(r) for r in db.execute("SELECT target, state FROM fed_following")]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _glue(command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    code = f"from node.federation_glue import {command}; {command}()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    root = tmp_path_factory.mktemp("federation")
+    made = {
+        "region": Node(root, "North Region", "region"),
+        "a": Node(root, "Riverside", "chapter"),
+        "b": Node(root, "Hillside", "chapter"),
+    }
+    try:
+        for node in made.values():
+            node.wait_ready()
+        yield made
+    finally:
+        for node in made.values():
+            node.stop()
+
+
+async def _eventually(check: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.2)
+
+
+async def _chain(client: FederationClient, actor: dict[str, Any]) -> list[dict[str, Any]]:
+    collection = await client.get_json(actor["outbox"])
+    entries: list[dict[str, Any]] = []
+    page = collection.get("first")
+    while page:
+        body = await client.get_json(page)
+        entries += body["orderedItems"]
+        page = body.get("next")
+    assert len(entries) == collection["totalItems"]
+    return entries
+
+
+async def test_region_and_chapters_discover_join_accept_and_leave(nodes: dict[str, Node]) -> None:
+    region, a, b = nodes["region"], nodes["a"], nodes["b"]
+    async with FederationClient(signer=None, allow_private_network=True) as client:
+        # Discovery: the base URL answers AS2 with the actor; WebFinger finds it too.
+        document = await client.get_json(region.url)
+        actor = parse_actor(document, expected_id=region.actor)
+        handle = f"acct:{actor.username}@127.0.0.1:{region.port}"
+        jrd = await client.get_json(
+            f"{region.url}/.well-known/webfinger?resource={handle}", accept="application/jrd+json"
+        )
+        assert self_link(jrd, handle) == region.actor
+
+        # Join: one chapter by handle, one by base URL.
+        joined_a = _glue(
+            "join_command", handle, "--data", str(a.data), "--json", "--allow-private-network"
+        )
+        assert joined_a.returncode == 0, joined_a.stderr
+        assert json.loads(joined_a.stdout)["region"] == region.actor
+        joined_b = _glue(
+            "join_command", region.url, "--data", str(b.data), "--json", "--allow-private-network"
+        )
+        assert joined_b.returncode == 0, joined_b.stderr
+
+        async def both_followers() -> bool:
+            followers = await client.get_json(document["followers"])
+            return sorted(followers["orderedItems"]) == sorted([a.actor, b.actor])
+
+        await _eventually(both_followers)
+
+        async def accepted() -> bool:
+            return a.following() == [(region.actor, "accepted")] and b.following() == [
+                (region.actor, "accepted")
+            ]
+
+        await _eventually(accepted)
+
+        # The Accepts are entries of the region's chain, and every chain verifies.
+        entries = await _chain(client, document)
+        state = chain.verify_chain(entries)
+        assert state.actor == region.actor
+        accepts = [e for e in entries if e["type"] == "Accept"]
+        assert sorted(e["follower"] for e in accepts) == sorted([a.actor, b.actor])
+        assert all(e["object"].startswith(e["follower"] + "/follows/") for e in accepts)
+        for chapter in (a, b):
+            chapter_doc = await client.get_json(chapter.actor)
+            assert chain.verify_chain(await _chain(client, chapter_doc)).actor == chapter.actor
+
+        # Leave: Undo Follow removes chapter b from the region's followers.
+        left = _glue(
+            "leave_command", region.url, "--data", str(b.data), "--json", "--allow-private-network"
+        )
+        assert left.returncode == 0, left.stderr
+        assert json.loads(left.stdout)["state"] == "left"
+
+        async def only_a() -> bool:
+            followers = await client.get_json(document["followers"])
+            return bool(followers["orderedItems"] == [a.actor])
+
+        await _eventually(only_a)
+        # Joining again is accepted again, with a new Accept entry.
+        again = _glue(
+            "join_command", region.url, "--data", str(b.data), "--json", "--allow-private-network"
+        )
+        assert again.returncode == 0, again.stderr
+        await _eventually(both_followers)
+
+
+def test_join_names_bad_regions_clearly(nodes: dict[str, Node], tmp_path: Path) -> None:
+    a, region = nodes["a"], nodes["region"]
+    cases = [
+        (f"acct:nobody@127.0.0.1:{region.port}", "not_found"),
+        ("not a handle", "bad_resource"),
+        (f"http://127.0.0.1:{_port()}/", "fetch_failed"),
+    ]
+    for name, code in cases:
+        done = _glue(
+            "join_command", name, "--data", str(a.data), "--json", "--allow-private-network"
+        )
+        assert done.returncode == 1, done.stdout
+        assert json.loads(done.stderr)["error"] == code, done.stderr
