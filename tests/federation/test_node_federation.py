@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +106,14 @@ def _glue(command: str, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
     root = tmp_path_factory.mktemp("federation")
-    made = {
-        "region": Node(root, "North Region", "region"),
-        "a": Node(root, "Riverside", "chapter"),
-        "b": Node(root, "Hillside", "chapter"),
+    specs = {
+        "region": ("North Region", "region"),
+        "a": ("Riverside", "chapter"),
+        "b": ("Hillside", "chapter"),
     }
+    with ThreadPoolExecutor(3) as pool:  # init makes an RSA key: do the three at once
+        futures = {k: pool.submit(Node, root, name, kind) for k, (name, kind) in specs.items()}
+        made = {k: f.result() for k, f in futures.items()}
     try:
         for node in made.values():
             node.wait_ready()
