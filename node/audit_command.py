@@ -1,0 +1,336 @@
+"""`convene audit FILE_OR_URL` and `convene export --out FILE` (ARCHITECTURE.md, Command line).
+
+``audit`` reads a bundle file line by line with a bounded line length (or crawls live
+nodes from a URL through federation/crawl.py), hands the records to
+``protocol.audit.audit_bundle`` — the same code the node uses — and exits 0 when
+everything verifies, 1 naming the first failure (actor, seq, what, why), 2 when the
+input cannot be read at all. ``export`` writes this node's bundle from its database.
+
+Proof checks and receipt recomputation dominate an audit, so they are spread over
+worker processes (the same protocol/ functions, mapped by a process pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+import msgspec
+from tqdm import tqdm
+
+from federation.client import FederationClient
+from federation.crawl import crawl
+from federation.documents import actor_document
+from federation.errors import FederationError
+from node import chain_store
+from node.clock import rfc3339, system_clock
+from node.config import load_config
+from node.errors import NodeError
+from node.federation_glue import NodeSource
+from node.services import NodeServices, build_services
+from node.storage import Database
+from protocol.audit import AuditReport, audit_bundle
+from protocol.bundle import (
+    MAX_LINE_BYTES,
+    ActorRecord,
+    BallotRecord,
+    Body,
+    BundleError,
+    EntryRecord,
+    Header,
+    ReceiptRecord,
+    encode_record,
+    header,
+    iter_records,
+)
+from protocol.errors import ProtocolError
+
+EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
+PROGRESS_MIN_BYTES = 32 << 20  # below this an audit takes about a second: no bar
+PARALLEL_MIN_ITEMS = 5_000  # a process pool costs more than it saves on small bundles
+
+T = TypeVar("T")
+R = TypeVar("R")
+Mapper = Callable[[Callable[[T], R], Iterable[T]], Iterable[R]]
+
+
+class UnreadableInput(Exception):
+    """The bundle cannot be read at all (missing file, not JSON Lines, oversized line)."""
+
+
+def read_lines(stream: IO[bytes], *, progress: tqdm[Any] | None = None) -> Iterator[bytes]:
+    """The stream's lines, refusing one longer than the bundle allows without buffering it."""
+    lineno = 0
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 3)  # room for the CRLF of a maximal line
+        if not line:
+            return
+        lineno += 1
+        if progress is not None:
+            progress.update(len(line))
+        if len(line.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+            raise BundleError(
+                f"line is longer than the {MAX_LINE_BYTES} bytes allowed",
+                line=lineno,
+                code="line_too_long",
+            )
+        yield line
+
+
+def read_bundle_file(path: Path, *, show_progress: bool | None = None) -> list[Any]:
+    """Every record of the bundle at ``path`` (header first), decoded strictly."""
+    try:
+        size = path.stat().st_size
+        stream = path.open("rb")
+    except OSError as exc:
+        raise UnreadableInput(f"cannot open {path}: {exc.strerror or exc}") from exc
+    if show_progress is None:
+        show_progress = sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES
+    with (
+        stream,
+        tqdm(
+            total=size,
+            unit="B",
+            unit_scale=True,
+            desc="reading",
+            file=sys.stderr,
+            disable=not show_progress,
+        ) as bar,
+    ):
+        try:
+            return list(iter_records(read_lines(stream, progress=bar)))
+        except BundleError as exc:
+            raise UnreadableInput(f"{path}: {exc.detail}") from exc
+
+
+def crawl_bundle(url: str, *, allow_private_network: bool) -> list[Body]:
+    async def run() -> list[Body]:
+        async with FederationClient(
+            signer=None, allow_private_network=allow_private_network
+        ) as client:
+            _, records = await crawl(url, client)
+            return records
+
+    try:
+        return asyncio.run(run())
+    except FederationError as exc:
+        raise UnreadableInput(f"cannot crawl {url}: {exc}") from exc
+
+
+@contextmanager
+def process_mapper(jobs: int, items: int) -> Iterator[Mapper[Any, Any] | None]:
+    """A process pool's ``map`` when it pays off, else ``None`` (run in this process)."""
+    workers = jobs if jobs > 0 else (os.cpu_count() or 1)
+    if workers < 2 or items < PARALLEL_MIN_ITEMS:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+
+        def mapper(fn: Callable[[Any], Any], args: Iterable[Any]) -> Iterable[Any]:
+            batch = list(args)
+            return pool.map(fn, batch, chunksize=max(1, len(batch) // (workers * 4)))
+
+        yield mapper
+
+
+def run_audit(records: list[Any], *, receipt: str | None, jobs: int) -> AuditReport:
+    body = [r for r in records if not isinstance(r, Header)]
+    with process_mapper(jobs, len(body)) as mapper:
+        return audit_bundle(body, receipt=receipt, mapper=mapper)
+
+
+def summary(source: str, report: AuditReport) -> str:
+    s = report.seen
+    v = report.verified
+    lines = [
+        f"audited {source}",
+        f"  actors     {v.actors}/{s.actors} verified",
+        f"  entries    {v.entries}/{s.entries} verified",
+        f"  proposals  {v.proposals}/{s.proposals} verified",
+        f"  tallies    {v.tallies}/{s.tallies} verified ({report.recounted} recounted from "
+        "their ballots or receipts)",
+        f"  decisions  {v.decisions}/{s.decisions} verified",
+        f"  ballots    {v.ballots}/{s.ballots} verified",
+        f"  receipts   {v.receipts}/{s.receipts} verified",
+    ]
+    if report.receipt is not None:
+        r = report.receipt
+        lines.append(
+            f"  receipt    {r.receipt}: "
+            + (
+                f"included as leaf {r.leaf_index} of {r.tree_size} in {r.actor}'s tally of "
+                f"{r.proposal}"
+                if r.included
+                else f"NOT included: {r.why}"
+            )
+        )
+    if report.ok:
+        lines.append("VALID: every signature, link, tally and decision checks out")
+    else:
+        first = report.findings[0]
+        lines.append(f"INVALID: {len(report.findings)} finding(s); first: {first.describe()}")
+        lines += [f"  - {f.describe()}" for f in report.findings[1:20]]
+        if len(report.findings) > 20:
+            lines.append(f"  ... and {len(report.findings) - 20} more (see --json)")
+    return "\n".join(lines)
+
+
+@click.command("audit")
+@click.argument("source", metavar="FILE_OR_URL")
+@click.option("--receipt", help="also prove this ballot receipt is included in its tally")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--jobs", type=int, default=0, help="worker processes (default: one per core)")
+@click.option(
+    "--allow-private-network",
+    is_flag=True,
+    help="allow crawling loopback and private addresses (tests, the demo)",
+)
+@click.option(
+    "--data", type=click.Path(path_type=Path), default=Path("./convene-data"), hidden=True
+)
+def audit(
+    source: str,
+    receipt: str | None,
+    as_json: bool,
+    jobs: int,
+    allow_private_network: bool,
+    data: Path,
+) -> None:
+    """Verify an audit bundle (a file, or live nodes from a URL).
+
+    Exit 0 when everything verifies, 1 naming the first failure, 2 on unreadable input.
+    """
+    del data  # accepted like every command's; an audit reads no node database
+    try:
+        if source.startswith(("http://", "https://")):
+            records: list[Any] = crawl_bundle(source, allow_private_network=allow_private_network)
+        else:
+            records = read_bundle_file(Path(source))
+        report = run_audit(records, receipt=receipt, jobs=jobs)
+    except UnreadableInput as exc:
+        click.echo(f"convene audit: unreadable input: {exc}", err=True)
+        sys.exit(EXIT_UNREADABLE)
+    except ProtocolError as exc:  # a record the audit cannot even classify
+        click.echo(f"convene audit: unreadable input: {exc}", err=True)
+        sys.exit(EXIT_UNREADABLE)
+    if as_json:
+        click.echo(msgspec.json.encode(report.to_json()).decode())
+    else:
+        click.echo(summary(source, report))
+    sys.exit(EXIT_VALID if report.ok else EXIT_INVALID)
+
+
+# --- export -------------------------------------------------------------------------------
+
+# The storage modules have no query for these three; they are read-only and used by
+# the export alone, so they live here (proposal_store.counted_receipts gives receipts
+# only, without member, ballot and nonce).
+_COUNTED_BALLOTS_SQL = (
+    "SELECT p.object_id AS proposal, p.spec AS spec, b.member_id AS member,"
+    " b.ballot AS ballot, b.nonce AS nonce, b.receipt AS receipt"
+    " FROM ballots b JOIN proposals p ON p.id = b.proposal_id"
+    " WHERE b.counted = 1 AND p.tally_seq IS NOT NULL"
+    " ORDER BY p.object_id, b.receipt"
+)
+_RECEIVED_ENTRIES_SQL = "SELECT body FROM fed_entry ORDER BY actor, seq, digest"
+_REMOTE_ACTORS_SQL = "SELECT document FROM fed_actor ORDER BY id"
+
+
+async def _has_table(db: Database, name: str) -> bool:
+    row = await db.fetchone(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    )
+    return row is not None
+
+
+async def bundle_records(services: NodeServices) -> list[Body]:
+    """This node's bundle body: actor documents, its own and received entries, and the
+    counted ballots of every tallied proposal (secret ones as receipts only)."""
+    db = services.db
+    me = services.identity.actor
+    records: list[Body] = [
+        ActorRecord(document=actor_document(await NodeSource(services).local_actor()))
+    ]
+    if await _has_table(db, "fed_actor"):
+        for row in await db.fetchall(_REMOTE_ACTORS_SQL):
+            document = msgspec.json.decode(bytes(row["document"]))
+            if isinstance(document, dict) and document.get("id") != me:
+                records.append(ActorRecord(document=document))
+    records += [
+        EntryRecord(entry=msgspec.json.decode(blob)) for blob in await chain_store.entries(db)
+    ]
+    if await _has_table(db, "fed_entry"):
+        for row in await db.fetchall(_RECEIVED_ENTRIES_SQL):
+            entry = msgspec.json.decode(bytes(row["body"]))
+            if isinstance(entry, dict) and entry.get("actor") != me:
+                records.append(EntryRecord(entry=entry))
+    for row in await db.fetchall(_COUNTED_BALLOTS_SQL):
+        secret = bool(msgspec.json.decode(row["spec"]).get("secret", False))
+        if secret or row["nonce"] is None:
+            records.append(
+                ReceiptRecord(actor=me, proposal=row["proposal"], receipt=row["receipt"])
+            )
+        else:
+            records.append(
+                BallotRecord(
+                    actor=me,
+                    proposal=row["proposal"],
+                    member=row["member"],
+                    ballot=msgspec.json.decode(row["ballot"]),
+                    nonce=row["nonce"],
+                    receipt=row["receipt"],
+                )
+            )
+    return records
+
+
+async def export_bundle(data: Path, out: Path, *, clock: Callable[[], float] = system_clock) -> int:
+    """Write the bundle of the node in ``data`` to ``out``; the number of records written."""
+    services = build_services(load_config(data))
+    await services.db.open()
+    try:
+        records = await bundle_records(services)
+    finally:
+        await services.db.close()
+    head = header(services.identity.actor, rfc3339(clock()))
+    tmp = out.with_name(out.name + ".part")
+    with tmp.open("wb") as f:  # written aside and renamed: never a half bundle under `out`
+        f.write(encode_record(head))
+        for record in records:
+            f.write(encode_record(record))
+    tmp.replace(out)
+    return len(records) + 1
+
+
+@click.command("export")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option(
+    "--data",
+    default=Path("./convene-data"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the node's data folder",
+)
+def export(out: Path, as_json: bool, data: Path) -> None:
+    """Write an audit bundle (JSON Lines) of this node to OUT."""
+    try:
+        lines = asyncio.run(export_bundle(data, out))
+    except (OSError, ProtocolError, NodeError) as exc:
+        detail = str(exc)
+        if as_json:
+            click.echo(msgspec.json.encode({"error": "export_failed", "detail": detail}), err=True)
+        else:
+            click.echo(f"convene export: {detail}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(msgspec.json.encode({"out": str(out), "records": lines}).decode())
+    else:
+        click.echo(f"wrote {lines} records to {out}")

@@ -1,0 +1,231 @@
+"""`convene export` and `convene audit` as real processes on a real node's bundle.
+
+A chapter node runs on loopback; members vote over the JSON API on an open and a
+secret proposal; the node is stopped and exported. The audit of that file must pass,
+and each edit an attacker might make to it must exit 1 naming (actor, seq, what);
+unreadable input must exit 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+from nodekit import ROOT, NodeProcess, add_member, call, free_port, init_node
+
+from node.audit_command import audit
+from protocol.bundle import MAX_LINE_BYTES
+
+AUDIT = [sys.executable, "-c", "from node.audit_command import audit; audit()"]
+EXPORT = [sys.executable, "-c", "from node.audit_command import export; export()"]
+
+
+def run(cmd: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """A real process, as a user runs it."""
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+class Ran:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def audit_in_process(*args: str) -> Ran:
+    """The same command through click's runner: same code and files, no interpreter start."""
+    result = CliRunner().invoke(audit, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+async def vote(url: str, people: dict[str, Any]) -> dict[str, Any]:
+    def tok(who: str) -> str:
+        return str(people[who]["token"])
+
+    out: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as http:
+        for name, fields in (
+            ("open", {"method": "choice", "options": ["north", "south"]}),
+            ("secret", {"method": "consent", "secret": True}),
+        ):
+            body = {"title": f"{name} vote", "body": "?", **fields}
+            status, p = await call(http, "POST", f"{url}/api/proposals", tok("org"), body)
+            assert status == 201, p
+            receipts = []
+            for who, ballot in (
+                ("m1", {"choice": "north"} if name == "open" else {"choice": "agree"}),
+                ("m2", {"choice": "south"} if name == "open" else {"choice": "abstain"}),
+                ("m3", {"choice": "north"} if name == "open" else {"choice": "agree"}),
+            ):
+                status, r = await call(
+                    http, "POST", f"{url}/api/proposals/{p['id']}/ballots", tok(who), ballot
+                )
+                assert status == 201, r
+                receipts.append(r["receipt"])
+            status, closed = await call(
+                http, "POST", f"{url}/api/proposals/{p['id']}/close", tok("org")
+            )
+            assert status == 200 and closed["tally"] is not None, closed
+            out[name] = {"proposal": p, "receipts": receipts}
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    base = tmp_path_factory.mktemp("audit")
+    data, port = base / "data", free_port()
+    init_node(data, port)
+    people = {
+        "org": add_member(data, "Olu", "organizer"),
+        "m1": add_member(data, "Mia"),
+        "m2": add_member(data, "Max"),
+        "m3": add_member(data, "Moe"),
+    }
+    proc = NodeProcess(data=data, port=port, log_path=base / "node.log")
+    proc.start()
+    try:
+        votes = asyncio.run(vote(proc.url, people))
+        bundle = base / "bundle.jsonl"
+        result = run(EXPORT, "--data", str(data), "--out", str(bundle), "--json")
+        assert result.returncode == 0, result.stderr
+        crawl = run(AUDIT, proc.url, "--allow-private-network", "--json")
+    finally:
+        proc.stop()
+    yield {"bundle": bundle, "votes": votes, "base": base, "crawl": crawl}
+
+
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_the_export_is_a_bundle_of_the_node(exported: dict[str, Any]) -> None:
+    records = lines_of(exported["bundle"])
+    kinds = [r["kind"] for r in records]
+    assert kinds[0] == "header" and kinds.count("header") == 1
+    assert kinds.count("actor") == 1
+    assert kinds.count("ballot") == 3  # the open vote's, with member, ballot and nonce
+    assert kinds.count("receipt") == 3  # the secret vote's: receipts only
+    secret = {r["receipt"] for r in records if r["kind"] == "receipt"}
+    assert secret == set(exported["votes"]["secret"]["receipts"])
+    assert all("member" not in r and "ballot" not in r for r in records if r["kind"] == "receipt")
+
+
+def test_the_exported_bundle_audits_clean(exported: dict[str, Any]) -> None:
+    result = run(AUDIT, str(exported["bundle"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "VALID" in result.stdout
+    assert "tallies    2/2 verified (2 recounted" in result.stdout
+
+
+def test_json_report(exported: dict[str, Any]) -> None:
+    result = audit_in_process(str(exported["bundle"]), "--json")
+    assert result.returncode == 0
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["findings"] == []
+    assert report["verified"]["ballots"] == 3 and report["verified"]["receipts"] == 3
+
+
+@pytest.mark.parametrize("which", ["open", "secret"])
+def test_a_members_receipt_is_proved_included(exported: dict[str, Any], which: str) -> None:
+    receipt = exported["votes"][which]["receipts"][1]
+    result = audit_in_process(str(exported["bundle"]), "--receipt", receipt, "--json")
+    assert result.returncode == 0, result.stdout
+    check = json.loads(result.stdout)["receipt"]
+    assert check["included"] is True and check["tree_size"] == 3
+
+
+def test_an_unknown_receipt_exits_1(exported: dict[str, Any]) -> None:
+    result = audit_in_process(str(exported["bundle"]), "--receipt", "0" * 64)
+    assert result.returncode == 1
+    assert "receipt_not_included" in result.stdout
+
+
+def test_an_edited_ballot_exits_1_naming_the_tally(exported: dict[str, Any]) -> None:
+    records = lines_of(exported["bundle"])
+    ballot = next(r for r in records if r["kind"] == "ballot" and r["ballot"]["choice"] == "south")
+    ballot["ballot"] = {"choice": "north"}
+    path = write(exported["base"] / "edited-ballot.jsonl", records)
+    result = audit_in_process(str(path), "--json")
+    assert result.returncode == 1
+    findings = json.loads(result.stdout)["findings"]
+    tally = next(
+        r["entry"] for r in records if r["kind"] == "entry" and r["entry"]["type"] == "Tally"
+    )
+    assert (findings[0]["actor"], findings[0]["seq"]) == (tally["actor"], tally["seq"])
+    assert {"bad_ballot", "count_mismatch"} <= {f["what"] for f in findings}
+
+
+def test_an_edited_tally_count_exits_1(exported: dict[str, Any]) -> None:
+    records = lines_of(exported["bundle"])
+    tally = next(
+        r["entry"] for r in records if r["kind"] == "entry" and r["entry"]["type"] == "Tally"
+    )
+    tally["cast"] = 2
+    path = write(exported["base"] / "edited-tally.jsonl", records)
+    result = run(AUDIT, str(path))
+    assert result.returncode == 1
+    assert f"first: {tally['actor']} seq {tally['seq']}: bad_proof" in result.stdout
+
+
+def test_a_dropped_roster_change_exits_1(exported: dict[str, Any]) -> None:
+    records = lines_of(exported["bundle"])
+    i = next(k for k, r in enumerate(records) if r["kind"] == "entry" and r["entry"]["seq"] == 2)
+    actor = records[i]["entry"]["actor"]
+    del records[i]
+    result = audit_in_process(str(write(exported["base"] / "gap.jsonl", records)))
+    assert result.returncode == 1
+    assert f"first: {actor} seq 3: gap" in result.stdout
+
+
+def test_not_json_lines_exits_2(tmp_path: Path, exported: dict[str, Any]) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(exported["bundle"].read_bytes() + b"this is not json\n")
+    result = run(AUDIT, str(path))
+    assert result.returncode == 2
+    assert "unreadable input" in result.stderr and "line" in result.stderr
+
+
+def test_unknown_kind_exits_2(tmp_path: Path, exported: dict[str, Any]) -> None:
+    path = tmp_path / "kind.jsonl"
+    path.write_bytes(exported["bundle"].read_bytes() + b'{"kind": "vote"}\n')
+    result = audit_in_process(str(path))
+    assert result.returncode == 2 and "unknown record kind" in result.stderr
+
+
+def test_an_oversized_line_exits_2(tmp_path: Path, exported: dict[str, Any]) -> None:
+    path = tmp_path / "big.jsonl"
+    pad = b'{"kind":"entry","entry":{"x":"' + b"x" * (MAX_LINE_BYTES + 10) + b'"}}\n'
+    path.write_bytes(exported["bundle"].read_bytes() + pad)
+    result = audit_in_process(str(path))
+    assert result.returncode == 2 and "longer than" in result.stderr
+
+
+def test_a_missing_file_exits_2(tmp_path: Path) -> None:
+    result = audit_in_process(str(tmp_path / "nope.jsonl"))
+    assert result.returncode == 2 and "cannot open" in result.stderr
+
+
+def test_auditing_the_running_node_by_url(exported: dict[str, Any]) -> None:
+    crawl = exported["crawl"]
+    assert crawl.returncode == 0, crawl.stdout + crawl.stderr
+    report = json.loads(crawl.stdout)
+    assert report["ok"] and report["verified"]["tallies"] == 2
+    assert report["verified"]["entries"] == report["seen"]["entries"] > 5
+
+
+def test_an_unreachable_url_exits_2() -> None:
+    result = audit_in_process(f"http://127.0.0.1:{free_port()}", "--allow-private-network")
+    assert result.returncode == 2 and "cannot crawl" in result.stderr
