@@ -326,7 +326,8 @@ class Inbox:
         except ProtocolError as exc:
             exc.actor, exc.seq = env.actor, env.seq  # say where
             raise
-        return EntryRecord(env.actor, env.seq, canonical.digest(obj), canonical.canonicalize(obj))
+        canon = canonical.canonicalize(obj)  # stored in canonical form; its hash is the digest
+        return EntryRecord(env.actor, env.seq, canonical.sha256_hex(canon), canon)
 
     # -- group commit --------------------------------------------------------------
 

@@ -1,0 +1,273 @@
+"""Signed activities accepted per second by one inbox, beside a floor.
+
+The load: N distinct Create activities, each carrying a signed chain entry
+(eddsa-jcs-2022) and signed for transport (draft-cavage rsa-sha256, RSA-2048, with
+Digest), all made before timing starts. They are sent from this process over 64
+keep-alive connections of raw HTTP/1.1 (a client far cheaper than the server) to a
+server in another process:
+
+- floor: a bare aiohttp handler doing only the unavoidable work on each request:
+  read the body, the RSA verify of the HTTP signature and the Ed25519 verify of the
+  object proof (with the JCS hashing that proof needs), and answer 202;
+- inbox: federation.inbox.Inbox, the real thing: body bound, signature and digest and
+  date checks, signer = actor, strict JSON, entry envelope, proof at its seq,
+  dedupe, durable storage in a SQLite file (WAL, synchronous=FULL, group commit).
+
+Both servers get the same bytes and run on one core each. Key resolvers answer from
+memory, as a warm actor cache does. Prints the ratio and ends with one RESULT line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import msgspec  # noqa: E402
+from aiohttp import web  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+
+from federation import httpsig  # noqa: E402
+from federation.inbox import Inbox, IncomingActivity, TransportKey  # noqa: E402
+from protocol import entries, proofs  # noqa: E402
+from protocol.keys import SigningKey, VerifyKey  # noqa: E402
+
+ACTOR = "https://chapter.bench/actor"
+KEY_ID = f"{ACTOR}#main-key"
+SEED = bytes(range(32))
+CONNECTIONS = 64
+WARMUP = 200
+ROUNDS = 3
+
+
+def _rsa_key(keys: Path) -> rsa.RSAPrivateKey:
+    pem = keys / "rsa.pem"
+    if not pem.exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    loaded = serialization.load_pem_private_key(pem.read_bytes(), password=None)
+    assert isinstance(loaded, rsa.RSAPrivateKey)
+    return loaded
+
+
+# --- servers (run in a child process) ---------------------------------------------
+
+
+def serve(kind: str, port: int, keys: Path, db: Path) -> None:
+    public = _rsa_key(keys).public_key()
+    entry_key = SigningKey.from_seed(SEED).verify_key
+
+    if kind == "floor":
+
+        async def floor(request: web.Request) -> web.Response:
+            body = await request.read()
+            parsed = httpsig.parse_signature_headers(
+                "POST", request.raw_path, request.headers, body, scheme="http"
+            )
+            httpsig.verify_request(parsed, public, now=datetime.now(UTC))
+            proofs.verify_proof(msgspec.json.decode(body)["object"], entry_key)
+            return web.Response(status=202)
+
+        app = web.Application()
+        app.router.add_post("/inbox", floor)
+    else:
+
+        async def transport_key(key_id: str, refresh: bool) -> TransportKey:
+            return TransportKey(ACTOR, public)
+
+        async def entry_key_at(actor: str, seq: int, method: str) -> VerifyKey:
+            return entry_key
+
+        async def handled(activity: IncomingActivity) -> None:
+            return None
+
+        inbox = Inbox(
+            db,
+            transport_keys=transport_key,
+            entry_keys=entry_key_at,
+            handlers={"Create": handled},
+            scheme="http",
+        )
+
+        async def ctx(app: web.Application) -> Any:
+            await inbox.start()
+            yield
+            await inbox.stop()
+
+        app = web.Application()
+        app.cleanup_ctx.append(ctx)
+        app.router.add_post("/inbox", inbox.handle)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# --- load (this process) ----------------------------------------------------------
+
+
+def make_requests(n: int, port: int, keys: Path) -> list[bytes]:
+    """Raw HTTP/1.1 requests: N activities, each signed for 127.0.0.1:port."""
+    private = _rsa_key(keys)
+    signer = SigningKey.from_seed(SEED)
+    out: list[bytes] = []
+    now = datetime.now(UTC)
+    for i in range(n):
+        entry = entries.make_entry(
+            {"type": "Tally", "summary": f"tally {i}", "counts": {"agree": i, "block": 0}},
+            actor=ACTOR,
+            seq=i,
+            prev=None if i == 0 else f"{i:064x}",
+            key=signer,
+            key_id=entries.key_id(ACTOR, 0),
+            published="2026-11-26T14:00:00Z",
+        )
+        body = msgspec.json.encode(
+            {
+                "@context": "https://www.w3.org/ns/activitystreams",
+                "id": f"https://chapter.bench/activities/{i}",
+                "type": "Create",
+                "actor": ACTOR,
+                "to": ["https://region.bench/actor"],
+                "object": entry,
+            }
+        )
+        url = f"http://127.0.0.1:{port}/inbox"
+        headers = {"Content-Type": "application/activity+json"}
+        headers.update(
+            httpsig.sign_request(
+                "POST", url, headers, body, key_id=KEY_ID, private_key=private, now=now
+            )
+        )
+        headers["Content-Length"] = str(len(body))
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        out.append(f"POST /inbox HTTP/1.1\r\n{head}\r\n".encode() + body)
+    return out
+
+
+async def _connection(port: int, work: list[bytes], counts: dict[int, int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while work:
+            writer.write(work.pop())
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            counts[status] = counts.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+async def load(port: int, requests: list[bytes]) -> tuple[float, dict[int, int]]:
+    work = list(reversed(requests))
+    counts: dict[int, int] = {}
+    started = time.perf_counter()
+    await asyncio.gather(*(_connection(port, work, counts) for _ in range(CONNECTIONS)))
+    return time.perf_counter() - started, counts
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server on {port} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"server on {port} did not start")
+
+
+def start_server(kind: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--keys", str(tmp)]
+    proc = subprocess.Popen([*cmd, "--db", str(tmp / "inbox.db")])
+    _wait_listening(port, proc)
+    return proc
+
+
+def measure(port: int, requests: list[bytes], kind: str) -> tuple[float, int]:
+    elapsed, counts = asyncio.run(load(port, requests))
+    if counts.get(202, 0) != len(requests):
+        raise SystemExit(f"{kind}: expected only 202 answers, got {counts}")
+    return elapsed, len(requests)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (under 30 s)")
+    parser.add_argument("--serve", choices=["floor", "inbox"])
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--keys", type=Path)
+    parser.add_argument("--db", type=Path)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.keys, args.db)
+        return
+    n = 3_000 if args.quick else 12_000
+    with tempfile.TemporaryDirectory(prefix="convene-bench-") as d:
+        tmp = Path(d)
+        # Both servers get the very same bytes (neither checks Host against its own
+        # port), and the phases alternate in rounds so that load from anything else on
+        # the machine weighs on both alike.
+        ports = {"floor": _free_port(), "inbox": _free_port()}
+        t0 = time.perf_counter()
+        reqs = make_requests(n + WARMUP, ports["floor"], tmp)
+        print(f"signed {n + WARMUP} activities in {time.perf_counter() - t0:.1f} s")
+        procs = [start_server(kind, port, tmp) for kind, port in ports.items()]
+        try:
+            totals = {"floor": [0.0, 0], "inbox": [0.0, 0]}
+            for kind, port in ports.items():
+                measure(port, reqs[:WARMUP], kind)
+            work = reqs[WARMUP:]
+            size = len(work) // ROUNDS
+            for r in range(ROUNDS):
+                for kind, port in ports.items():
+                    elapsed, ok = measure(port, work[r * size : (r + 1) * size], kind)
+                    totals[kind][0] += elapsed
+                    totals[kind][1] += ok
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=10)
+        floor_rate = totals["floor"][1] / totals["floor"][0]
+        inbox_rate = totals["inbox"][1] / totals["inbox"][0]
+        print(f"floor (bare aiohttp, RSA + Ed25519 verify only): {floor_rate:,.0f} /s")
+        print(f"inbox (verified, deduped, stored in SQLite):     {inbox_rate:,.0f} /s")
+        with sqlite3.connect(tmp / "inbox.db") as conn:
+            stored = conn.execute("SELECT COUNT(*) FROM fed_incoming").fetchone()[0]
+        n = WARMUP + ROUNDS * size
+        if stored != n:
+            raise SystemExit(f"inbox stored {stored} of {n} activities")
+    ratio = inbox_rate / floor_rate
+    print(f"ratio inbox/floor: {ratio:.2f} (target >= 0.6); stored {stored} of {n}")
+    print(f"RESULT accepted_per_s={inbox_rate:.0f} floor_per_s={floor_rate:.0f} ratio={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
