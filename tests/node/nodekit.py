@@ -19,14 +19,58 @@ ROOT = Path(__file__).resolve().parents[2]
 CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
 
 
+class FakeClock:
+    """A clock tests move by hand (epoch seconds)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_process(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`convene ARGS` as its own process (use inside a running event loop)."""
     result = subprocess.run([*CONVENE, *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"convene {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, check: bool = True) -> CliResult:
+    """`convene ARGS` in this process through click's runner (fast); inside a running
+    event loop (where the commands' own asyncio.run cannot nest) as its own process."""
+    import asyncio
+
+    from click.testing import CliRunner
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        done = run_process(*args, check=check)
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    from node.cli import main
+
+    outcome = CliRunner().invoke(main, list(args))
+    result = CliResult(outcome.exit_code, outcome.stdout, outcome.stderr)
+    if outcome.exception is not None and not isinstance(outcome.exception, SystemExit):
+        raise outcome.exception
     if check and result.returncode != 0:
         raise AssertionError(f"convene {' '.join(args)} failed: {result.stderr}")
     return result

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from nodekit import NodeProcess, add_member, call, free_port, init_node
+from nodekit import NodeProcess, add_member, call, free_port, init_node, run_process
 
 from protocol import ballots, chain, roster
 from protocol.errors import MerkleError
@@ -298,7 +298,7 @@ async def test_removed_member_token_is_refused_and_login_link_is_one_time(
     node: dict[str, Any], http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     url, data = node["url"], node["data"]
-    gone = add_member(data, "Temp", "member")
+    gone = json.loads(run_process("member", "add", "Temp", "--data", str(data), "--json").stdout)
     status, _ = await call(http, "GET", f"{url}/api/proposals", gone["token"])
     assert status == 200
     login_token = gone["login_url"].rsplit("/", 1)[1]
@@ -306,9 +306,7 @@ async def test_removed_member_token_is_refused_and_login_link_is_one_time(
     assert status == 200 and first["member"]["id"] == gone["id"]
     status, replay = await call(http, "POST", f"{url}/api/login", body={"token": login_token})
     assert status == 401, replay
-    from nodekit import run_cli
-
-    run_cli("member", "remove", gone["id"], "--data", str(data))
+    run_process("member", "remove", gone["id"], "--data", str(data))
     status, out = await call(http, "GET", f"{url}/api/proposals", gone["token"])
     assert status == 401 and "removed" in out["detail"]
     # The database holds only hashes of secrets.

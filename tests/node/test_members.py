@@ -1,0 +1,82 @@
+"""Members, roles and credentials through the Members service, on a real SQLite file."""
+
+from __future__ import annotations
+
+import pytest
+from nodekit import FakeClock
+
+from node.errors import BadRequest, NotFound, Unauthorized
+from node.services import NodeServices
+from protocol import chain, roster
+
+
+async def test_roster_changes_are_chain_entries(services: NodeServices) -> None:
+    members = services.members
+    ada = (await members.add("Ada", "admin")).member
+    bo = (await members.add("Bo")).member
+    await members.set_role(bo.id, "organizer")
+    await members.remove(ada.id)
+    entries = await services.ledger.entries()
+    chain.verify_chain(entries)
+    changes = [(e["operation"], e["member"], e["role"]) for e in entries[1:]]
+    assert changes == [
+        ("add", ada.id, "admin"),
+        ("add", bo.id, "member"),
+        ("role", bo.id, "organizer"),
+        ("remove", ada.id, "admin"),
+    ]
+    assert "Ada" not in str(entries) and "Bo" not in str(entries)  # names stay in the DB
+    assert roster.roster_at(entries) == {bo.id: "organizer"}
+    assert [m.id for m in await members.all()] == [bo.id]
+
+
+async def test_bad_member_input(services: NodeServices) -> None:
+    with pytest.raises(BadRequest, match="role"):
+        await services.members.add("Cy", "king")
+    with pytest.raises(BadRequest, match="name"):
+        await services.members.add("   ")
+    with pytest.raises(NotFound):
+        await services.members.remove("m-nobody")
+    assert len(await services.ledger.entries()) == 1  # nothing half written
+
+
+async def test_tokens_authenticate_until_removal(services: NodeServices) -> None:
+    new = await services.members.add("Di")
+    assert (await services.members.authenticate(new.token)).id == new.member.id
+    with pytest.raises(Unauthorized):
+        await services.members.authenticate(new.token + "x")
+    await services.members.remove(new.member.id)
+    with pytest.raises(Unauthorized):
+        await services.members.authenticate(new.token)
+
+
+async def test_login_links_are_one_time_and_expire(
+    services: NodeServices, clock: FakeClock
+) -> None:
+    new = await services.members.add("Eve")
+    token = new.login_url.rsplit("/", 1)[1]
+    session, cookie = await services.members.use_login_link(token)
+    assert session.member.id == new.member.id
+    assert (await services.members.session(cookie)).member.id == new.member.id
+    with pytest.raises(Unauthorized, match="already used"):
+        await services.members.use_login_link(token)
+
+    late = (await services.members.login_link(new.member.id)).rsplit("/", 1)[1]
+    clock.now += services.config.login_link_ttl_s + 1
+    with pytest.raises(Unauthorized, match="expired"):
+        await services.members.use_login_link(late)
+    clock.now += services.config.session_ttl_s
+    with pytest.raises(Unauthorized):
+        await services.members.session(cookie)
+
+
+async def test_passwords_are_argon2id(services: NodeServices) -> None:
+    fay = (await services.members.add("Fay")).member
+    await services.members.set_password(fay.id, "correct horse battery")
+    row = await services.db.fetchone("SELECT password_hash FROM members WHERE id = ?", (fay.id,))
+    assert row is not None and row[0].startswith("$argon2id$")
+    assert (await services.members.check_password("Fay", "correct horse battery")).id == fay.id
+    with pytest.raises(Unauthorized):
+        await services.members.check_password("Fay", "wrong horse battery")
+    with pytest.raises(BadRequest):
+        await services.members.set_password(fay.id, "short")

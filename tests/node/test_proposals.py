@@ -1,0 +1,116 @@
+"""Proposals through the service: lifecycle table, close times across restarts, ballots."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from nodekit import FakeClock
+
+from node.clock import rfc3339
+from node.config import load_config
+from node.errors import Conflict, Forbidden
+from node.proposal_forms import NewProposal
+from node.proposals import TRANSITIONS, next_status
+from node.services import NodeServices, build_services
+from protocol import ballots, chain
+from protocol.errors import BallotError
+
+STATES = ("draft", "open", "closed", "decided")
+EVENTS = ("open", "close", "decide")
+
+
+def test_only_the_table_moves_a_proposal() -> None:
+    for state in STATES:
+        for event in EVENTS:
+            if (state, event) in TRANSITIONS:
+                assert next_status("p", state, event) == TRANSITIONS[(state, event)]
+            else:
+                with pytest.raises(Conflict, match=f"is {state}; it cannot {event}"):
+                    next_status("p", state, event)
+
+
+async def test_open_and_secret_ballots(services: NodeServices) -> None:
+    org = (await services.members.add("Olu", "organizer")).member
+    voter = (await services.members.add("Mia")).member
+    for secret in (False, True):
+        p = await services.proposals.create(
+            org, NewProposal(title="Hall", method="consent", secret=secret)
+        )
+        out = await services.proposals.cast(voter, p.id, {"choice": "agree"})
+        row = await services.db.fetchone(
+            "SELECT nonce, ballot FROM ballots WHERE receipt = ?", (out["receipt"],)
+        )
+        assert row is not None
+        # roll-call keeps the nonce so an export can show the receipt opens; secret never does
+        assert row["nonce"] == (None if secret else out["nonce"])
+        assert out["receipt"] == ballots.ballot_receipt(
+            p.object_id or "", ballots.ConsentBallot(choice="agree"), bytes.fromhex(out["nonce"])
+        )
+    with pytest.raises(BallotError):
+        await services.proposals.cast(voter, p.id, {"choice": "maybe"})
+    with pytest.raises(Forbidden):
+        await services.proposals.close(voter, p.id)
+
+
+async def test_close_time_is_kept_across_a_restart(
+    services: NodeServices, clock: FakeClock, tmp_path: Path
+) -> None:
+    org = (await services.members.add("Olu", "organizer")).member
+    voter = (await services.members.add("Mia")).member
+    closes = rfc3339(clock.now + 3600)
+    p = await services.proposals.create(
+        org, NewProposal(title="Mural", method="choice", options=["x", "y"], closes_at=closes)
+    )
+    assert p.closes_at == closes
+    await services.proposals.cast(voter, p.id, {"choice": "y"})
+    assert await services.proposals.close_due() == []
+    await services.ballot_box.stop()
+    await services.db.close()
+
+    # The node was down while the close time passed; on start the closer catches up.
+    clock.now += 7200
+    again = build_services(load_config(tmp_path / "data"), clock)
+    await again.db.open()
+    again.ballot_box.start()
+    closer = asyncio.create_task(again.proposals.run_auto_close())
+    try:
+        for _ in range(100):
+            view = await again.proposals.get(p.id)
+            if view.status == "decided":
+                break
+            await asyncio.sleep(0.02)
+        assert view.status == "decided"
+        assert view.tally is not None and view.tally["counts"] == {"votes": {"x": 0, "y": 1}}
+        assert view.decision is not None and view.decision["outcome"]["winner"] == "y"
+        with pytest.raises(Conflict):
+            await again.proposals.cast(voter, p.id, {"choice": "x"})
+        chain.verify_chain(await again.ledger.entries())
+    finally:
+        closer.cancel()
+        await again.ballot_box.stop()
+        await again.db.close()
+    # let the fixture close its (already closed) handles harmlessly
+    await services.db.open()
+    services.ballot_box.start()
+
+
+async def test_a_ballot_racing_the_close_is_counted_or_refused(services: NodeServices) -> None:
+    org = (await services.members.add("Olu", "organizer")).member
+    voters = [(await services.members.add(f"v{i}")).member for i in range(30)]
+    p = await services.proposals.create(org, NewProposal(title="Race", method="consent"))
+
+    async def vote(v: object) -> str:
+        try:
+            await services.proposals.cast(v, p.id, {"choice": "agree"})  # type: ignore[arg-type]
+            return "counted"
+        except Conflict:
+            return "refused"
+
+    tasks = [asyncio.create_task(vote(v)) for v in voters]
+    await asyncio.sleep(0)
+    closed = await services.proposals.close(org, p.id)
+    results = await asyncio.gather(*tasks)
+    assert closed.tally is not None
+    assert closed.tally["cast"] == results.count("counted")
