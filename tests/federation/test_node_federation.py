@@ -20,6 +20,7 @@ import pytest
 
 from federation.client import FederationClient
 from federation.documents import parse_actor, self_link
+from federation.routes import context_document
 from protocol import chain
 
 CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
@@ -189,6 +190,10 @@ async def test_region_and_chapters_discover_join_accept_and_leave(nodes: dict[st
         accepts = [e for e in entries if e["type"] == "Accept"]
         assert sorted(e["follower"] for e in accepts) == sorted([a.actor, b.actor])
         assert all(e["object"].startswith(e["follower"] + "/follows/") for e in accepts)
+        # Every project field of the entries is a term of the shipped context.
+        terms = json.loads(context_document())["@context"]
+        shared = {"@context", "id", "type", "actor", "object", "published", "name", "proof"}
+        assert {k for e in entries for k in e} - shared - set(terms) == set()
         for chapter in (a, b):
             chapter_doc = await client.get_json(chapter.actor)
             assert chain.verify_chain(await _chain(client, chapter_doc)).actor == chapter.actor
