@@ -17,7 +17,7 @@ tally fails before it gets here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from html import escape
@@ -119,11 +119,12 @@ def _percent(f: Fraction) -> str:
     return f"{round(float(f) * 100)}%"
 
 
-def _winner_note(option: str, winners: frozenset[str]) -> tuple[str, str]:
-    return (WIN, "winner") if option in winners else (BAR, "")
+def _winner_note(option: str, marks: Mapping[str, str]) -> tuple[str, str]:
+    note = marks.get(option, "")
+    return (WIN, note) if note else (BAR, "")
 
 
-def _consent(options: Sequence[str], c: Counts, winners: frozenset[str]) -> Markup:
+def _consent(options: Sequence[str], c: Counts, marks: Mapping[str, str]) -> Markup:
     assert isinstance(c, ConsentCounts)
     colours = {"agree": WIN, "abstain": BAR, "disagree": BAR, "block": BLOCK}
     bars = [
@@ -133,35 +134,35 @@ def _consent(options: Sequence[str], c: Counts, winners: frozenset[str]) -> Mark
     return bar_chart(bars, title="Consent: ballots per choice")
 
 
-def _options(options: Sequence[str], c: Counts, winners: frozenset[str]) -> Markup:
+def _options(options: Sequence[str], c: Counts, marks: Mapping[str, str]) -> Markup:
     assert isinstance(c, OptionCounts)
     bars = []
     for o in options:
-        colour, note = _winner_note(o, winners)
+        colour, note = _winner_note(o, marks)
         n = c.votes.get(o, 0)
         bars.append(Bar(o, n, f"{n} vote{'s' if n != 1 else ''}", colour, note))
     return bar_chart(bars, title="Votes per option")
 
 
-def _score(options: Sequence[str], c: Counts, winners: frozenset[str]) -> Markup:
+def _score(options: Sequence[str], c: Counts, marks: Mapping[str, str]) -> Markup:
     assert isinstance(c, ScoreCounts)
     bars = []
     for o in options:
         n = c.scored.get(o, 0)
         mean = Fraction(c.sums.get(o, 0), n) if n else None
-        colour, note = _winner_note(o, winners)
+        colour, note = _winner_note(o, marks)
         text = "not scored" if mean is None else f"{float(mean):.1f} of {MAX_SCORE} ({n} scored)"
         bars.append(Bar(o, float(mean or 0), text, colour, note))
     return bar_chart(bars, title=f"Mean score per option, 0 to {MAX_SCORE}", scale_max=MAX_SCORE)
 
 
-def _ranked(options: Sequence[str], c: Counts, winners: frozenset[str]) -> Markup:
+def _ranked(options: Sequence[str], c: Counts, marks: Mapping[str, str]) -> Markup:
     assert isinstance(c, PairwiseCounts)
     d = c.pairwise
     bars = []
     for i, o in enumerate(options):
         wins = sum(1 for j in range(len(options)) if j != i and d[i][j] > d[j][i])
-        colour, note = _winner_note(o, winners)
+        colour, note = _winner_note(o, marks)
         bars.append(Bar(o, wins, f"beats {wins} of {len(options) - 1}", colour, note))
     chart = bar_chart(bars, title="Head-to-head wins per option", scale_max=len(options) - 1)
     return chart + pairwise_table(options, c)
@@ -191,7 +192,7 @@ def pairwise_table(options: Sequence[str], c: PairwiseCounts) -> Markup:
     )
 
 
-_Chart = Callable[[Sequence[str], Counts, frozenset[str]], Markup]
+_Chart = Callable[[Sequence[str], Counts, Mapping[str, str]], Markup]
 _BY_METHOD: dict[str, _Chart] = {
     "consent": _consent,
     "choice": _options,
@@ -202,7 +203,13 @@ _BY_METHOD: dict[str, _Chart] = {
 
 
 def tally_chart(
-    method: str, options: Sequence[str], counts: Counts, winners: Sequence[str] = ()
+    method: str,
+    options: Sequence[str],
+    counts: Counts,
+    winners: Sequence[str] = (),
+    *,
+    tie: bool = False,
 ) -> Markup:
-    """The chart for a tally of `method`; `winners` are marked (one, or several on a tie)."""
-    return _BY_METHOD[method](options, counts, frozenset(winners))
+    """The chart for a tally of `method`; `winners` are marked "winner" (or "tied")."""
+    word = "tied" if tie else "winner"
+    return _BY_METHOD[method](options, counts, dict.fromkeys(winners, word))

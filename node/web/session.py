@@ -31,7 +31,7 @@ from pathlib import Path
 
 from node.errors import Forbidden, Unauthorized
 
-COOKIE = "convene_session"
+COOKIE = "convene_web"  # not "convene_session": the JSON API login uses that name
 SECRET_FILE = "web-session.key"
 SECRET_SIZE = 32
 NONCE_SIZE = 16

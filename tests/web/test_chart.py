@@ -48,6 +48,14 @@ def test_winner_is_marked_by_word_not_only_colour() -> None:
     texts = _texts(_svg(out))
     assert "4 votes winner" in texts
     assert "1 vote" in texts and "0 votes" in texts
+    tied = _texts(
+        _svg(
+            tally_chart(
+                "choice", ("A", "B"), OptionCounts(votes={"A": 2, "B": 2}), ["A", "B"], tie=True
+            )
+        )
+    )
+    assert tied == ["A", "2 votes tied", "B", "2 votes tied"]
 
 
 def test_score_chart_shows_means_on_a_fixed_scale() -> None:

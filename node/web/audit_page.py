@@ -1,0 +1,77 @@
+"""The audit page: this chapter's signature chain, newest first, each entry checked.
+
+The page re-verifies the whole chain with protocol/chain.py's `audit_chains` — the
+same code `convene audit` runs — rather than trusting the database: an entry shows
+"verified" only if its proof, its `prev` link and its key check out from the genesis
+on. Two different entries with one `seq` are flagged as an equivocation
+(ARCHITECTURE "The signature chain").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from node.web.page import Visit, page, render, services
+from protocol.chain import audit_chains, entry_digest
+from protocol.errors import ProtocolError
+
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    type: str
+    digest: str
+    published: str
+    status: str  # "verified", "equivocation" or "not verified"
+    why: str
+
+
+def audit_rows(entries: list[dict[str, Any]]) -> tuple[list[AuditRow], list[str]]:
+    """Rows newest first, and the report's findings as sentences."""
+    report = audit_chains(entries)
+    problems: dict[int | None, str] = {}
+    for finding in report.findings:
+        problems.setdefault(finding.seq, str(finding))
+    rows = []
+    for entry in entries:
+        actor, seq = str(entry.get("actor")), int(entry.get("seq", -1))
+        chain = report.actors.get(actor)
+        through = chain.verified_through if chain is not None else None
+        equivocal = chain is not None and seq in chain.equivocations
+        try:
+            digest = entry_digest(entry)
+        except ProtocolError as exc:
+            digest = f"unreadable: {exc.detail}"
+        if equivocal:
+            status, why = "equivocation", problems.get(seq, "two entries claim this seq")
+        elif through is not None and seq <= through:
+            status, why = "verified", "proof, link and key check out"
+        else:
+            status, why = "not verified", problems.get(seq, "follows an entry that failed")
+        published = str(entry.get("published", ""))
+        rows.append(AuditRow(seq, str(entry.get("type")), digest, published, status, why))
+    rows.sort(key=lambda r: r.seq, reverse=True)
+    return rows, [str(f) for f in report.findings]
+
+
+@page
+async def audit(request: web.Request, visit: Visit) -> web.Response:
+    entries = await services(request).ledger.entries()
+    rows, findings = audit_rows(entries)
+    try:
+        before = int(request.query.get("before", ""))
+    except ValueError:
+        before = None
+    shown = [r for r in rows if before is None or r.seq < before][:PAGE_SIZE]
+    older = shown[-1].seq if shown and shown[-1].seq > 0 else None
+    context = {"rows": shown, "findings": findings, "total": len(rows), "older": older}
+    return render(request, visit, "audit.html", context)
+
+
+def add_audit_routes(app: web.Application) -> None:
+    app.router.add_get("/audit", audit)

@@ -1,0 +1,243 @@
+"""Pages for members: logging in, home, a proposal and its ballot, results, receipts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from node.errors import BadRequest, NodeError
+from node.proposal_forms import ProposalView
+from node.web.ballot_form import ballot_from_form
+from node.web.chart import tally_chart, turnout_chart
+from node.web.page import (
+    Visit,
+    page,
+    read_form,
+    redirect,
+    render,
+    services,
+    start_visit,
+    state,
+    time_left,
+)
+from protocol import ballots
+from protocol.ballots import CONSENT_CHOICES
+from protocol.errors import ProtocolError
+from protocol.tally import parse_tally
+
+AP_TYPES = ("application/activity+json", "application/ld+json")
+RECENT = 10
+
+
+# -- logging in and out -------------------------------------------------------------
+
+
+@page
+async def login_form(request: web.Request, visit: Visit) -> web.Response:
+    return render(request, visit, "login.html", {"name": ""})
+
+
+@page
+async def login_with_password(request: web.Request, visit: Visit) -> web.Response:
+    form = await read_form(request, visit, "log in")
+    name, password = str(form.get("name", "")).strip(), str(form.get("password", ""))
+    member = await services(request).members.check_password(name, password)
+    new = start_visit(request, member)
+    visit.cookie, visit.session = new.cookie, new.session
+    return redirect("/")
+
+
+@page
+async def login_link_page(request: web.Request, visit: Visit) -> web.Response:
+    # GET never spends the link: mail scanners and link previews fetch URLs too.
+    return render(request, visit, "login_link.html", {"token": request.match_info["token"]})
+
+
+@page
+async def use_login_link(request: web.Request, visit: Visit) -> web.Response:
+    await read_form(request, visit, "log in with a link")
+    members = services(request).members
+    session, db_cookie = await members.use_login_link(request.match_info["token"])
+    # The pages keep their own signed cookie; the stored session is not needed.
+    await members.end_session(db_cookie)
+    new = start_visit(request, session.member)
+    visit.cookie, visit.session = new.cookie, new.session
+    return redirect("/account/passphrase?welcome=1")
+
+
+@page
+async def passphrase_form(request: web.Request, visit: Visit) -> web.Response:
+    visit.need_member()
+    welcome = request.query.get("welcome") == "1"
+    return render(request, visit, "passphrase.html", {"welcome": welcome})
+
+
+@page
+async def set_passphrase(request: web.Request, visit: Visit) -> web.Response:
+    member = visit.need_member()
+    form = await read_form(request, visit, "set a passphrase")
+    first, again = str(form.get("password", "")), str(form.get("again", ""))
+    if first != again:
+        raise BadRequest("the two passphrases are different; type the same one twice")
+    await services(request).members.set_password(member.id, first)
+    return render(request, visit, "passphrase.html", {"done": True})
+
+
+@page
+async def logout(request: web.Request, visit: Visit) -> web.Response:
+    await read_form(request, visit, "log out")
+    new = start_visit(request, None)
+    visit.cookie, visit.session = new.cookie, new.session
+    return redirect("/login")
+
+
+# -- home and proposals ---------------------------------------------------------------
+
+
+def _decided_key(p: ProposalView) -> str:
+    return p.closes_at or p.created_at
+
+
+@page
+async def home(request: web.Request, visit: Visit) -> web.StreamResponse:
+    accept = request.headers.get("Accept", "")
+    if any(t in accept for t in AP_TYPES):  # the base URL answers with the actor document
+        return redirect(services(request).identity.actor)
+    if visit.member is None:
+        return render(request, visit, "welcome.html", {})
+    items = await services(request).proposals.all()
+    now = state(request).clock()
+    open_ = [p for p in items if p.status == "open"]
+    open_.sort(key=lambda p: p.closes_at or "9999")
+    decided = sorted((p for p in items if p.status in ("closed", "decided")), key=_decided_key)
+    drafts = [p for p in items if p.status == "draft"] if visit.member.at_least("organizer") else []
+    return render(
+        request,
+        visit,
+        "home.html",
+        {
+            "open": [(p, time_left(p.closes_at, now)) for p in open_],
+            "decided": list(reversed(decided))[:RECENT],
+            "drafts": drafts,
+        },
+    )
+
+
+_CONSENT_MEANING = {
+    "agree": "I support this proposal.",
+    "abstain": "I stand aside: I will not stop it, and I do not take part in deciding.",
+    "disagree": "I do not support it, but I will not stop the group going ahead.",
+    "block": (
+        "I believe this would seriously harm the group or break its principles. "
+        "A block is a veto: if more blocks are cast than the proposal allows, it fails "
+        "whatever the other votes are."
+    ),
+}
+
+
+@page
+async def proposal_page(request: web.Request, visit: Visit) -> web.Response:
+    visit.need_member()
+    proposal = await services(request).proposals.get(request.match_info["id"])
+    now = state(request).clock()
+    return render(
+        request,
+        visit,
+        "proposal.html",
+        {
+            "p": proposal,
+            "left": time_left(proposal.closes_at, now),
+            "consent": [(c, _CONSENT_MEANING[c]) for c in CONSENT_CHOICES],
+        },
+    )
+
+
+@page
+async def cast_vote(request: web.Request, visit: Visit) -> web.Response:
+    member = visit.need_member()
+    proposals = services(request).proposals
+    proposal = await proposals.get(request.match_info["id"])
+    form = await read_form(request, visit, f"vote on {proposal.id}")
+    raw = ballot_from_form(proposal.method, proposal.options, form)
+    receipt = await proposals.cast(member, proposal.id, raw)
+    return render(request, visit, "receipt.html", {"p": proposal, "receipt": receipt}, 201)
+
+
+def results_context(p: ProposalView) -> dict[str, Any]:
+    """What the results page shows, read from the signed tally (and decision) entries."""
+    if p.tally is None:
+        return {"p": p, "chart": None}
+    tally = parse_tally(p.tally)  # strict: a malformed tally is an error, not a chart
+    decision = p.decision or {}
+    outcome = decision.get("outcome") or msgspec.to_builtins(tally.outcome)
+    winners = [outcome["winner"]] if outcome.get("winner") else list(outcome.get("tied", []))
+    tie = outcome.get("result") == "tie"
+    return {
+        "p": p,
+        "chart": tally_chart(p.method, p.options, tally.counts, winners, tie=tie),
+        "turnout": turnout_chart(tally.cast, tally.eligible, p.quorum),
+        "tally": tally,
+        "entry": p.tally,
+        "outcome": outcome,
+        "chapters": decision.get("chapters") or [],
+    }
+
+
+@page
+async def results_page(request: web.Request, visit: Visit) -> web.Response:
+    visit.need_member()
+    proposal = await services(request).proposals.get(request.match_info["id"])
+    return render(request, visit, "results.html", results_context(proposal))
+
+
+# -- check my ballot -------------------------------------------------------------------
+
+
+@page
+async def check_form(request: web.Request, visit: Visit) -> web.Response:
+    visit.need_member()
+    closed = [p for p in await services(request).proposals.all() if p.tally is not None]
+    chosen = request.query.get("proposal", "")
+    return render(request, visit, "check.html", {"closed": closed, "chosen": chosen})
+
+
+@page
+async def check_receipt(request: web.Request, visit: Visit) -> web.Response:
+    visit.need_member()
+    form = await read_form(request, visit, "check a receipt")
+    proposals = services(request).proposals
+    proposal = await proposals.get(str(form.get("proposal", "")))
+    receipt = str(form.get("receipt", "")).strip().lower()
+    if proposal.tally is None:
+        raise BadRequest(f"proposal {proposal.id} has no tally yet; check after it closes")
+    closed = [p for p in await proposals.all() if p.tally is not None]
+    context: dict[str, Any] = {"closed": closed, "chosen": proposal.id, "p": proposal}
+    context["receipt"] = receipt
+    try:
+        proof = await proposals.receipt_proof(proposal.id, receipt)
+        # Verify against the root in the *signed tally*, not the root the proof names:
+        # that is what ties this ballot to the published count.
+        ballots.verify_receipt(receipt, proof, parse_tally(proposal.tally).ballots_root)
+    except NodeError as exc:
+        return render(request, visit, "check.html", context | {"failed": exc.detail}, exc.status)
+    except ProtocolError as exc:
+        return render(request, visit, "check.html", context | {"failed": exc.describe()}, 400)
+    return render(request, visit, "check.html", context | {"verified": proof})
+
+
+def add_member_routes(app: web.Application) -> None:
+    app.router.add_get("/", home)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login_with_password)
+    app.router.add_get("/login/{token}", login_link_page)
+    app.router.add_post("/login/{token}", use_login_link)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/account/passphrase", passphrase_form)
+    app.router.add_post("/account/passphrase", set_passphrase)
+    app.router.add_get("/proposals/{id}", proposal_page)
+    app.router.add_post("/proposals/{id}/vote", cast_vote)
+    app.router.add_get("/proposals/{id}/results", results_page)
+    app.router.add_get("/check", check_form)
+    app.router.add_post("/check", check_receipt)

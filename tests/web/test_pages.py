@@ -1,0 +1,360 @@
+"""The web pages in a real Chromium against a real node: the member's and the organizer's
+whole journey, keyboard-only voting, voting without JavaScript, CSRF, friendly errors.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from livenode import LiveNode, shot
+from playwright.async_api import Browser, BrowserContext, Page
+
+from node.proposal_forms import NewProposal
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+PASS = "correct horse battery"
+STATIC = Path(__file__).resolve().parents[2] / "node" / "web" / "static"
+
+
+async def use_link(page: Page, link: str, passphrase: str | None = PASS) -> None:
+    await page.goto(link)
+    await page.get_by_role("button", name="Log me in").click()
+    await page.wait_for_url(re.compile(r"/account/passphrase\?welcome=1$"))
+    if passphrase is not None:
+        await page.fill("#password", passphrase)
+        await page.fill("#again", passphrase)
+        await page.get_by_role("button", name="Save passphrase").click()
+        await page.get_by_text("Passphrase saved").wait_for()
+
+
+async def organizer_page(context: BrowserContext, node: LiveNode, name: str) -> Page:
+    added = await node.services.members.add(name, "organizer")
+    page = await context.new_page()
+    await use_link(page, added.login_url)
+    return page
+
+
+async def member_page(context: BrowserContext, node: LiveNode, name: str) -> Page:
+    added = await node.services.members.add(name, "member")
+    page = await context.new_page()
+    await use_link(page, added.login_url, passphrase=None)
+    return page
+
+
+async def create(
+    page: Page, node: LiveNode, title: str, method: str, options: list[str] | None = None
+) -> str:
+    await page.goto(node.at("/organize/proposals/new"))
+    await page.fill("#title", title)
+    await page.fill("#body", f"Should we decide {title}?\n\nSecond paragraph.")
+    await page.check(f"#m-{method}")
+    await page.fill("#options", "\n".join(options or []))
+    await page.get_by_role("button", name="Create proposal").click()
+    await page.wait_for_url(re.compile(r"/proposals/p-[0-9a-f]+$"))
+    return page.url.rsplit("/", 1)[1]
+
+
+async def receipt_of(page: Page) -> str:
+    await page.get_by_text("Your vote is recorded").wait_for()
+    return (await page.inner_text("#receipt")).strip()
+
+
+async def close(page: Page, node: LiveNode, proposal_id: str) -> None:
+    await page.goto(node.at(f"/proposals/{proposal_id}"))
+    await page.get_by_role("button", name="Close voting now and count").click()
+    await page.wait_for_url(re.compile(rf"/proposals/{proposal_id}/results$"))
+
+
+async def chart_texts(page: Page) -> list[str]:
+    return await page.locator("svg.chart:not(.turnout) text").all_text_contents()
+
+
+async def test_invite_vote_every_method_change_check_and_results(
+    browser: Browser, node: LiveNode
+) -> None:
+    org_ctx = await browser.new_context(viewport={"width": 412, "height": 915})
+    mem_ctx = await browser.new_context(viewport={"width": 412, "height": 915})
+    org = await organizer_page(org_ctx, node, "Olive")
+
+    # The organizer invites Maya and hands over the one-time link shown on the page.
+    await org.goto(node.at("/organize/members"))
+    await org.fill("#invite-name", "Maya")
+    await org.get_by_role("button", name="Invite and make a login link").click()
+    link = (await org.inner_text("#login-url")).strip()
+    assert link.startswith(node.url + "/login/")
+    assert "Maya" in await org.inner_text("table")
+
+    consent = await create(org, node, "Community garden", "consent")
+    choice = await create(org, node, "Meeting night", "choice", ["Monday", "Thursday"])
+    approval = await create(org, node, "Snacks", "approval", ["Fruit", "Bread", "Soup"])
+    ranked = await create(org, node, "Campaign focus", "ranked", ["Rent", "Transit", "Parks"])
+    score = await create(org, node, "Venue", "score", ["Library", "Cafe"])
+
+    # Maya logs in with the link, sets a passphrase, logs out, logs in with it.
+    maya = await mem_ctx.new_page()
+    await use_link(maya, link)
+    await maya.get_by_role("button", name="Log out Maya").click()
+    await maya.wait_for_url(re.compile(r"/login$"))
+    await maya.fill("#name", "Maya")
+    await maya.fill("#password", PASS)
+    await maya.get_by_role("button", name="Log in").click()
+    await maya.wait_for_url(node.at("/"))
+    home = await maya.inner_text("main")
+    assert "Community garden" in home and "Meeting night" in home
+    assert re.search(r"consent vote · (no close time set|.+ left)", home)
+    await shot(maya, "home")
+
+    # Consent: block first, then change the vote to agree; only the last one counts.
+    await maya.goto(node.at(f"/proposals/{consent}"))
+    assert "A block is a veto" in await maya.inner_text("main")
+    await maya.check("#c-block")
+    await maya.get_by_role("button", name="Send my vote").click()
+    blocked_receipt = await receipt_of(maya)
+    await maya.goto(node.at(f"/proposals/{consent}"))
+    await shot(maya, "proposal")
+    await maya.check("#c-agree")
+    await maya.get_by_role("button", name="Send my vote").click()
+    consent_receipt = await receipt_of(maya)
+    assert consent_receipt != blocked_receipt
+
+    await maya.goto(node.at(f"/proposals/{choice}"))
+    await maya.check("#o-1")
+    await maya.get_by_role("button", name="Send my vote").click()
+    await receipt_of(maya)
+
+    await maya.goto(node.at(f"/proposals/{approval}"))
+    await maya.check("#o-0")
+    await maya.check("#o-2")
+    await maya.get_by_role("button", name="Send my vote").click()
+    await receipt_of(maya)
+
+    # Ranked with JavaScript on: "Up" buttons reorder and renumber the list.
+    await maya.goto(node.at(f"/proposals/{ranked}"))
+    await maya.get_by_role("button", name="Move Parks up").click()
+    await maya.get_by_role("button", name="Move Parks up").click()
+    assert await maya.locator("ol[data-rank] label").all_inner_texts() == [
+        "Parks",
+        "Rent",
+        "Transit",
+    ]
+    assert await maya.input_value("#r-2") == "1"
+    await shot(maya, "proposal-ranked")
+    await maya.get_by_role("button", name="Send my vote").click()
+    await receipt_of(maya)
+
+    await maya.goto(node.at(f"/proposals/{score}"))
+    await maya.select_option("#s-0", "5")
+    await maya.select_option("#s-1", "2")
+    await maya.get_by_role("button", name="Send my vote").click()
+    await receipt_of(maya)
+
+    for proposal_id in (consent, choice, approval, ranked, score):
+        await close(org, node, proposal_id)
+    eligible = str(len(await node.services.members.all()))
+
+    await maya.goto(node.at(f"/proposals/{consent}/results"))
+    assert await chart_texts(maya) == ["agree", "1", "abstain", "0", "disagree", "0", "block", "0"]
+    assert (await maya.inner_text("#cast"), await maya.inner_text("#eligible")) == ("1", eligible)
+    assert "Passed" in await maya.inner_text("#outcome")
+    await maya.goto(node.at(f"/proposals/{choice}/results"))
+    assert await chart_texts(maya) == ["Monday", "0 votes", "Thursday", "1 vote winner"]
+    assert "Chosen: Thursday" in await maya.inner_text("#outcome")
+    await maya.goto(node.at(f"/proposals/{approval}/results"))
+    assert await chart_texts(maya) == [
+        "Fruit",
+        "1 vote tied",
+        "Bread",
+        "0 votes",
+        "Soup",
+        "1 vote tied",
+    ]
+    assert "Tie" in await maya.inner_text("#outcome")
+    await maya.goto(node.at(f"/proposals/{ranked}/results"))
+    assert await chart_texts(maya) == [
+        "Rent",
+        "beats 1 of 2",
+        "Transit",
+        "beats 0 of 2",
+        "Parks",
+        "beats 2 of 2 winner",
+    ]
+    row = await maya.locator("table.pairwise tbody tr", has_text="Parks").inner_text()
+    assert row.split() == ["Parks", "1", "✓", "1", "✓", "–"]
+    await maya.goto(node.at(f"/proposals/{score}/results"))
+    assert await chart_texts(maya) == [
+        "Library",
+        "5.0 of 5 (1 scored) winner",
+        "Cafe",
+        "2.0 of 5 (1 scored)",
+    ]
+    await shot(maya, "results")
+    await maya.goto(node.at(f"/proposals/{ranked}/results"))
+    await shot(maya, "results-ranked")
+
+    # Check my ballot: the counted receipt verifies; the superseded one does not.
+    await maya.goto(node.at(f"/check?proposal={consent}"))
+    await maya.fill("#receipt", consent_receipt)
+    await maya.get_by_role("button", name="Check").click()
+    result = await maya.inner_text("#check-result")
+    assert "Verified: your ballot was counted." in result
+    assert "ballot 1 of 1" in result
+    await maya.fill("#receipt", blocked_receipt)
+    await maya.get_by_role("button", name="Check").click()
+    assert "superseded" in await maya.inner_text("#check-result")
+
+    # The audit page re-verifies the whole chain, newest first.
+    await maya.goto(node.at("/audit"))
+    assert "entries verified" in await maya.inner_text("main")
+    seqs = [
+        int(s) for s in await maya.locator("table.audit tbody td:first-child").all_inner_texts()
+    ]
+    assert (seqs == sorted(seqs, reverse=True) and seqs[-1] == 0) or len(seqs) == 50
+    types = await maya.locator("table.audit tbody td:nth-child(2)").all_inner_texts()
+    assert {"Tally", "Question", "RosterChange"} <= set(types)
+    assert await maya.locator(".badge.not-verified").count() == 0
+
+    # The session cookie is HttpOnly and SameSite=Lax.
+    cookies = {c["name"]: c for c in await mem_ctx.cookies()}
+    assert cookies["convene_web"]["httpOnly"] is True
+    assert cookies["convene_web"]["sameSite"] == "Lax"
+    await org_ctx.close()
+    await mem_ctx.close()
+
+
+async def test_keyboard_only_voting(browser: Browser, node: LiveNode) -> None:
+    org_ctx = await browser.new_context()
+    org = await organizer_page(org_ctx, node, "Kai")
+    proposal = await create(org, node, "Keyboard vote", "consent")
+    ctx = await browser.new_context()
+    page = await member_page(ctx, node, "Kim")
+    await page.goto(node.at(f"/proposals/{proposal}"))
+
+    async def tab_to(selector: str) -> None:
+        for _ in range(40):
+            await page.keyboard.press("Tab")
+            if await page.evaluate(f"document.activeElement.matches({selector!r})"):
+                return
+        raise AssertionError(f"Tab never reached {selector}")
+
+    await tab_to("#c-agree")
+    await page.keyboard.press("Space")
+    assert await page.is_checked("#c-agree")
+    await tab_to("form.ballot button[type=submit]")
+    await page.keyboard.press("Enter")
+    assert len(await receipt_of(page)) == 64
+    await ctx.close()
+    await org_ctx.close()
+
+
+async def test_voting_without_javascript(browser: Browser, node: LiveNode) -> None:
+    org_ctx = await browser.new_context()
+    org = await organizer_page(org_ctx, node, "Ola")
+    proposal = await create(org, node, "No script vote", "ranked", ["North", "South", "East"])
+    ctx = await browser.new_context(java_script_enabled=False)
+    page = await member_page(ctx, node, "Noor")
+    await page.goto(node.at(f"/proposals/{proposal}"))
+    assert await page.locator("button", has_text="Move").count() == 0  # no script ran
+    await page.fill("#r-0", "2")
+    await page.fill("#r-1", "3")
+    await page.fill("#r-2", "1")
+    await page.get_by_role("button", name="Send my vote").click()
+    await receipt_of(page)
+    # The same number twice is refused with a sentence that says which options.
+    await page.goto(node.at(f"/proposals/{proposal}"))
+    await page.fill("#r-0", "1")
+    await page.fill("#r-1", "1")
+    await page.get_by_role("button", name="Send my vote").click()
+    assert "'North' and 'South' both have position 1" in await page.inner_text("main")
+    await close(org, node, proposal)
+    await page.goto(node.at(f"/proposals/{proposal}/results"))
+    row = await page.locator("table.pairwise tbody tr", has_text="East").inner_text()
+    assert row.split() == ["East", "1", "✓", "1", "✓", "–"]
+    await ctx.close()
+    await org_ctx.close()
+
+
+async def test_post_without_csrf_token_is_refused(browser: Browser, node: LiveNode) -> None:
+    org_ctx = await browser.new_context()
+    org = await organizer_page(org_ctx, node, "Cy")
+    proposal = await create(org, node, "CSRF vote", "choice", ["Yes please", "No thanks"])
+    ctx = await browser.new_context()
+    page = await member_page(ctx, node, "Cora")
+    url = node.at(f"/proposals/{proposal}/vote")
+    missing = await ctx.request.post(url, form={"choice": "Yes please"}, max_redirects=0)
+    assert missing.status == 403
+    assert "no CSRF token" in await missing.text()
+    wrong = await ctx.request.post(url, form={"choice": "Yes please", "csrf": "x" * 43})
+    assert wrong.status == 403
+    assert (await node.services.proposals.get(proposal)).voters == 0
+    # A real form post from the page carries the token and is accepted.
+    await page.goto(node.at(f"/proposals/{proposal}"))
+    await page.check("#o-0")
+    await page.get_by_role("button", name="Send my vote").click()
+    await receipt_of(page)
+    assert (await node.services.proposals.get(proposal)).voters == 1
+    await ctx.close()
+    await org_ctx.close()
+
+
+async def test_friendly_error_pages(browser: Browser, node: LiveNode) -> None:
+    added = await node.services.members.add("Eve", "member")
+    ctx = await browser.new_context()
+    page = await ctx.new_page()
+
+    anonymous = await page.goto(node.at("/proposals/p-0"))
+    assert anonymous is not None and anonymous.status == 401
+    assert "Please log in" in await page.inner_text("h1")
+
+    await use_link(page, added.login_url, passphrase=None)
+    reused = await ctx.new_page()
+    await reused.goto(added.login_url)
+    await reused.get_by_role("button", name="Log me in").click()
+    assert "already used or expired" in await reused.inner_text("main")
+
+    missing = await page.goto(node.at("/proposals/p-does-not-exist"))
+    assert missing is not None and missing.status == 404
+    assert "We could not find that" in await page.inner_text("h1")
+
+    forbidden = await page.goto(node.at("/organize/members"))
+    assert forbidden is not None and forbidden.status == 403
+    assert "needs the organizer role" in await page.inner_text("main")
+
+    organizer = await node.services.members.add("Ezra", "organizer")
+    created = await node.services.proposals.create(
+        organizer.member, NewProposal(title="Closed early", method="choice", options=["a", "b"])
+    )
+    await node.services.proposals.close(organizer.member, created.id)
+    await page.goto(node.at(f"/proposals/{created.id}"))
+    assert await page.locator("form.ballot").count() == 0
+    await page.goto(node.at("/"))
+    token = await page.locator("input[name=csrf]").first.input_value()
+    late = await ctx.request.post(
+        node.at(f"/proposals/{created.id}/vote"), form={"choice": "a", "csrf": token}
+    )
+    assert late.status == 409
+    body = await late.text()
+    assert "That cannot be done right now" in body and "Traceback" not in body
+    await ctx.close()
+
+
+async def test_pages_are_light_labelled_and_landmarked(
+    context: BrowserContext, node: LiveNode
+) -> None:
+    weight = sum(p.stat().st_size for p in STATIC.iterdir() if p.suffix in (".css", ".js"))
+    assert weight < 100 * 1024
+    page = await organizer_page(context, node, "Ana")
+    proposal = await create(page, node, "Labels", "score", ["One", "Two"])
+    for path in ("/", f"/proposals/{proposal}", "/organize/members", "/organize/proposals/new"):
+        await page.goto(node.at(path))
+        assert await page.get_attribute("html", "lang") == "en"
+        assert await page.locator("main").count() == 1
+        assert await page.locator("nav").count() == 1
+        unlabelled = await page.evaluate(
+            """() => [...document.querySelectorAll('input, select, textarea')]
+                 .filter(e => e.type !== 'hidden' && e.labels.length === 0)
+                 .map(e => e.name)"""
+        )
+        assert unlabelled == [], path
