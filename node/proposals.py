@@ -64,6 +64,7 @@ class Proposals:
         self._box = box
         self._clock = clock
         self._specs: dict[str, ballots.ProposalSpec] = {}
+        self._opened: dict[str, tuple[str, ballots.ProposalSpec]] = {}
         self.changed = asyncio.Event()  # wakes the auto-closer when a close time appears
 
     # -- reading ------------------------------------------------------------------
@@ -131,15 +132,21 @@ class Proposals:
 
     async def cast(self, voter: Member, proposal_id: str, raw: object) -> dict[str, str]:
         """Validate and durably store a ballot; return its receipt (and, if secret, nonce)."""
-        row = await self._row(proposal_id)
-        if row["status"] != "open":
-            raise Conflict(
-                f"proposal {proposal_id} is {row['status']}; ballots are accepted only while open"
-            )
-        spec = self._spec(row)
+        opened = self._opened.get(proposal_id)
+        if opened is None:
+            row = await self._row(proposal_id)
+            if row["status"] != "open":
+                raise Conflict(
+                    f"proposal {proposal_id} is {row['status']}; "
+                    "ballots are accepted only while open"
+                )
+            # object id and spec never change once open; the status is re-checked
+            # inside the ballot's own transaction, so caching them skips a read.
+            opened = self._opened[proposal_id] = (row["object_id"], self._spec(row))
+        object_id, spec = opened
         ballot = ballots.validate_ballot(spec, raw)
         nonce = secrets.token_bytes(ballots.NONCE_SIZE)
-        receipt = ballots.ballot_receipt(row["object_id"], ballot, nonce)
+        receipt = ballots.ballot_receipt(object_id, ballot, nonce)
         await self._box.submit(
             PendingBallot(
                 proposal_id=proposal_id,
@@ -150,7 +157,7 @@ class Proposals:
                 cast_at=rfc3339(self._clock()),
             )
         )
-        return {"receipt": receipt, "nonce": nonce.hex(), "proposal": row["object_id"]}
+        return {"receipt": receipt, "nonce": nonce.hex(), "proposal": object_id}
 
     async def close_due(self) -> list[str]:
         """Close every open proposal whose close time has passed (also after a restart)."""
