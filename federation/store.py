@@ -302,39 +302,10 @@ def store_incoming(
     out: list[StoreOutcome] = []
     try:
         for rec in batch:
-            row = conn.execute(
-                "SELECT body_digest, body FROM fed_incoming WHERE activity_id = ?",
-                (rec.activity_id,),
-            ).fetchone()
-            if row is not None:
-                same = row[0] == rec.body_digest
-                out.append(StoreOutcome("duplicate" if same else "conflict", False, row[1]))
-                continue
-            state = rec.state
-            equivocation = False
-            if rec.entry is not None:
-                e = rec.entry
-                other = conn.execute(
-                    "SELECT 1 FROM fed_entry WHERE actor = ? AND seq = ? AND digest != ? LIMIT 1",
-                    (e.actor, e.seq, e.digest),
-                ).fetchone()
-                conn.execute(
-                    "INSERT OR IGNORE INTO fed_entry"
-                    " (actor, seq, digest, body, activity_id, received_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (e.actor, e.seq, e.digest, e.body, rec.activity_id, now),
-                )
-                if other is not None:
-                    equivocation = True
-                    state = EVIDENCE
-                    conn.execute(
-                        "INSERT OR IGNORE INTO fed_equivocation (actor, seq, detected_at)"
-                        " VALUES (?, ?, ?)",
-                        (e.actor, e.seq, now),
-                    )
-            conn.execute(
-                "INSERT INTO fed_incoming (activity_id, body_digest, actor, type, body,"
-                " state, attempts, next_attempt_at, received_at)"
+            # The common case (a new id) costs one statement; only a known id reads back.
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO fed_incoming (activity_id, body_digest, actor, type,"
+                " body, state, attempts, next_attempt_at, received_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
                 (
                     rec.activity_id,
@@ -342,11 +313,45 @@ def store_incoming(
                     rec.actor,
                     rec.type,
                     rec.body,
-                    state,
+                    rec.state,
                     now,
                     now,
                 ),
-            )
+            ).rowcount
+            if not inserted:
+                row = conn.execute(
+                    "SELECT body_digest, body FROM fed_incoming WHERE activity_id = ?",
+                    (rec.activity_id,),
+                ).fetchone()
+                same = row[0] == rec.body_digest
+                out.append(StoreOutcome("duplicate" if same else "conflict", False, row[1]))
+                continue
+            equivocation = False
+            e = rec.entry
+            if (
+                e is not None
+                and conn.execute(
+                    "INSERT OR IGNORE INTO fed_entry"
+                    " (actor, seq, digest, body, activity_id, received_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (e.actor, e.seq, e.digest, e.body, rec.activity_id, now),
+                ).rowcount
+            ):
+                other = conn.execute(
+                    "SELECT 1 FROM fed_entry WHERE actor = ? AND seq = ? AND digest != ? LIMIT 1",
+                    (e.actor, e.seq, e.digest),
+                ).fetchone()
+                if other is not None:
+                    equivocation = True
+                    conn.execute(
+                        "INSERT OR IGNORE INTO fed_equivocation (actor, seq, detected_at)"
+                        " VALUES (?, ?, ?)",
+                        (e.actor, e.seq, now),
+                    )
+                    conn.execute(
+                        "UPDATE fed_incoming SET state = ? WHERE activity_id = ?",
+                        (EVIDENCE, rec.activity_id),
+                    )
             out.append(StoreOutcome("new", equivocation))
         conn.commit()
     except BaseException:

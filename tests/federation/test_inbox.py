@@ -416,19 +416,26 @@ async def test_equivocation_keeps_both_entries_and_marks_the_actor(node: Node) -
         body = enc(create(40 + n, e))
         status, answer = await post(node.url, body, signed(node.url, body))
         assert (status, answer["status"]) == (202, "accepted")
+    # The first entry again, in another activity (a relay): not a new equivocation.
+    body = enc(create(42, a))
+    status, answer = await post(node.url, body, signed(node.url, body))
+    assert (status, answer["status"]) == (202, "accepted")
     async with aiosqlite.connect(node.db) as conn:
         found = await store.equivocations(conn)
         assert await store.is_equivocating(conn, CHAPTER)
         assert not await store.is_equivocating(conn, OTHER)
     assert [(q.actor, q.seq) for q in found] == [(CHAPTER, 4)]
     assert {msgspec.json.decode(x)["summary"] for x in found[0].entries} == {"agree", "block"}
-    await wait_for(lambda: len(node.handled) == 1)
+    await wait_for(lambda: len(node.handled) == 2)
     await asyncio.sleep(0.2)
-    assert [h.entry["summary"] for h in node.handled if h.entry] == ["agree"]
+    assert [h.entry["summary"] for h in node.handled if h.entry] == ["agree", "agree"]
     assert sorted(incoming(node.db)) == [
         ("https://chapter.test/activities/40", store.PROCESSED),
         ("https://chapter.test/activities/41", store.EVIDENCE),
+        ("https://chapter.test/activities/42", store.PROCESSED),
     ]
+    with sqlite3.connect(node.db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM fed_entry").fetchone() == (2,)
 
 
 async def test_a_failing_handler_is_retried_after_a_backoff(node: Node) -> None:
