@@ -54,7 +54,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (NodeError, FederationError) as exc:
         response = _error(exc.status, exc.code, exc.detail)
     except ProtocolError as exc:
-        response = _error(exc.status, exc.code, exc.describe())
+        where = exc.actor is not None or exc.seq is not None
+        response = _error(exc.status, exc.code, exc.describe() if where else exc.detail)
     except web.HTTPRequestEntityTooLarge as exc:
         response = _error(413, TooLarge.code, exc.text or "request body too large")
     except web.HTTPException as exc:
