@@ -287,21 +287,22 @@ def parse_signature_headers(
     has_body = body is not None and (len(body) > 0 or method.upper() in _BODY_METHODS)
     if "signature-input" in have:
         parsed = _parse_rfc9421(method, path_with_query, have, scheme, require_coverage)
-        if has_body and require_coverage:
+        if has_body:
             assert body is not None
             if "content-digest" in parsed.covered:
                 _check_content_digest(have, body)
             elif "digest" in parsed.covered:
                 _check_digest(have, body)
-            else:
+            elif require_coverage:
                 raise _fail("missing_header", "content-digest is not covered by the signature")
         return parsed
     parsed = _parse_cavage(method, path_with_query, have, require_coverage)
-    if has_body and require_coverage:
+    if has_body:
         assert body is not None
-        if "digest" not in parsed.covered:
+        if "digest" in parsed.covered:
+            _check_digest(have, body)
+        elif require_coverage:
             raise _fail("missing_header", "digest is not covered by the signature")
-        _check_digest(have, body)
     return parsed
 
 

@@ -233,6 +233,12 @@ def test_appendix_c_all_headers_test() -> None:
             method, target, headers | {"Signature": fixed}, flip_byte(body)
         )
     ) == ("bad_digest")
+    # A covered digest is checked even with the coverage policy off.
+    assert code_of(
+        lambda: parse_signature_headers(
+            method, target, headers | {"Signature": fixed}, flip_byte(body), require_coverage=False
+        )
+    ) == ("bad_digest")
 
 
 # --- our own round trips ---------------------------------------------------------------
