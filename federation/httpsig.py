@@ -88,7 +88,13 @@ def _fail(code: str, detail: str) -> SignatureError:
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items()}
+    # A multidict (aiohttp's request.headers) may repeat a name: its values are joined
+    # with ", " in order, as draft-cavage §2.3 and RFC 9421 §2.1 both prescribe.
+    out: dict[str, str] = {}
+    for k, v in headers.items():
+        name = k.lower()
+        out[name] = f"{out[name]}, {v.strip()}" if name in out else v.strip()
+    return out
 
 
 def digest_header(body: bytes) -> str:

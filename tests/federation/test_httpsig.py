@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from httpsig import HeaderSigner, HeaderVerifier
+from multidict import CIMultiDict
 
 from federation.errors import SignatureError
 from federation.httpsig import (
@@ -650,3 +651,13 @@ def test_rfc9421_interop_escapes_and_extra_parameters(ed_key: ed25519.Ed25519Pri
         )
         == "bad_signature"
     )
+
+
+def test_repeated_header_lines_are_joined() -> None:
+    headers: CIMultiDict[str] = CIMultiDict()
+    headers.add("Date", "Thu, 26 Nov 2026 14:00:00 GMT")
+    headers.add("X-Tag", "a")
+    headers.add("x-tag", " b ")
+    headers.add("Signature", 'keyId="k",headers="x-tag date",signature="AAAA"')
+    parsed = parse_signature_headers("GET", "/", headers, None, require_coverage=False)
+    assert parsed.signing_string == b"x-tag: a, b\ndate: Thu, 26 Nov 2026 14:00:00 GMT"
