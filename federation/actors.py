@@ -296,6 +296,26 @@ class ActorCache:
             page = body.get("next")
         return entries
 
+    async def collection_ids(self, url: str, *, limit: int) -> list[str]:
+        """The item ids of a (possibly paged) collection such as ``followers``, bounded."""
+        collection = await self.client.get_json(url)
+        ids = _ids(collection)
+        page: Any = collection.get("first")
+        seen: set[str] = set()
+        while page is not None and len(ids) < limit:
+            if isinstance(page, dict):
+                body, where = page, str(page.get("id"))
+            elif isinstance(page, str):
+                body, where = await self.client.get_json(page), page
+            else:
+                raise DocumentError(f"{url}: a page link is neither URL nor page")
+            if where in seen or len(seen) >= MAX_CHAIN_PAGES:
+                raise DocumentError(f"{url}: pages loop or exceed {MAX_CHAIN_PAGES}")
+            seen.add(where)
+            ids += _ids(body)
+            page = body.get("next")
+        return ids[:limit]
+
     # --- storage --------------------------------------------------------------------
 
     async def _row(
@@ -347,6 +367,19 @@ def _owns(actor: RemoteActor, key_id: str) -> bool:
         return True
     # GoToSocial: keyId without fragment, the key being the actor's publicKey.
     return actor.rsa_key_id is not None and URL(actor.rsa_key_id).with_fragment(None) == URL(key_id)
+
+
+def _ids(collection: dict[str, Any]) -> list[str]:
+    items = collection.get("orderedItems", collection.get("items", []))
+    if not isinstance(items, list):
+        raise DocumentError(f"{collection.get('id', 'collection')}: items are not a list")
+    out = []
+    for item in items:
+        ref = item.get("id") if isinstance(item, dict) else item
+        if not isinstance(ref, str):
+            raise DocumentError(f"{collection.get('id', 'collection')}: an item has no id")
+        out.append(ref)
+    return out
 
 
 def _items(collection: dict[str, Any]) -> list[dict[str, Any]]:

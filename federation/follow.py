@@ -24,6 +24,7 @@ provides it in node/federation_glue.py); federation/ never imports the node.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -85,6 +86,8 @@ FOLLOWING_STATES: dict[tuple[str | None, str], str] = {
 }
 
 T = TypeVar("T")
+MAX_PEERS = 10_000
+log = logging.getLogger("convene.follow")
 
 
 class FollowError(FederationError):
@@ -311,6 +314,45 @@ class FollowService:
             return row
 
         return await self.host.write(job)
+
+    # --- who hears what this node publishes ----------------------------------------
+
+    async def recipients(self) -> list[store.Recipient]:
+        """Inboxes for what this node publishes (ARCHITECTURE "A regional decision").
+
+        A region: its accepted followers. A chapter: each region that accepted it, and
+        the region's other followers (the peer chapters a tally also goes to), read
+        from the region's public followers collection.
+        """
+        mine = await self.host.write(followers)
+        out = [store.Recipient(f.inbox, f.shared_inbox) for f in mine]
+        joined = await self.host.write(following)
+        for row in joined:
+            if row.state != "accepted":
+                continue
+            region = await self.actors.get(row.target)
+            out.append(store.Recipient(region.inbox, region.shared_inbox))
+            for peer in await self.peers(region):
+                out.append(store.Recipient(peer.inbox, peer.shared_inbox))
+        unique: dict[str, store.Recipient] = {}
+        for r in out:
+            unique.setdefault(r.target, r)
+        return list(unique.values())
+
+    async def peers(self, region: RemoteActor) -> list[RemoteActor]:
+        """The region's other followers (bounded), each fetched and validated."""
+        if region.followers is None:
+            return []
+        ids = await self.actors.collection_ids(region.followers, limit=MAX_PEERS)
+        found = []
+        for actor_id in ids:
+            if actor_id == self.host.actor_id:
+                continue
+            try:
+                found.append(await self.actors.get(actor_id))
+            except FederationError as exc:  # one unreachable peer must not stop the rest
+                log.warning("peer %s of %s skipped: %s", actor_id, region.id, exc)
+        return found
 
     # --- region side ----------------------------------------------------------------
 

@@ -219,9 +219,10 @@ def setup(app: web.Application) -> None:
 # --- convene join / leave -----------------------------------------------------------
 
 
-async def _with_follow_service(
+async def with_follow_service(
     data: Path, allow_private_network: bool, job: Callable[[FollowService], Awaitable[T]]
 ) -> T:
+    """Run ``job`` with a FollowService over the node in ``data`` (not serving)."""
     overrides = {"allow_private_network": True} if allow_private_network else None
     services = build_services(load_config(data, overrides))
     services.db.migrations["federation"] = FEDERATION_MIGRATIONS
@@ -239,7 +240,7 @@ async def _with_follow_service(
 
 async def join(data: Path, region: str, *, allow_private_network: bool = False) -> follow.Following:
     """Queue a Follow of ``region`` (base URL, actor id or ``acct:`` handle)."""
-    return await _with_follow_service(
+    return await with_follow_service(
         data,
         allow_private_network,
         lambda service: service.join(region, nonce=secrets.token_hex(16)),
@@ -250,7 +251,7 @@ async def leave(
     data: Path, region: str, *, allow_private_network: bool = False
 ) -> follow.Following:
     """Queue an Undo of this node's Follow of ``region``."""
-    return await _with_follow_service(
+    return await with_follow_service(
         data,
         allow_private_network,
         lambda service: service.leave(region, nonce=secrets.token_hex(16)),

@@ -21,6 +21,7 @@ import pytest
 from federation.client import FederationClient
 from federation.documents import parse_actor, self_link
 from federation.routes import context_document
+from node.federation_glue import with_follow_service
 from protocol import chain
 
 CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
@@ -190,6 +191,23 @@ async def test_region_and_chapters_discover_join_accept_and_leave(nodes: dict[st
         accepts = [e for e in entries if e["type"] == "Accept"]
         assert sorted(e["follower"] for e in accepts) == sorted([a.actor, b.actor])
         assert all(e["object"].startswith(e["follower"] + "/follows/") for e in accepts)
+        # The actor document's key is the chain's latest key.
+        (published_key,) = document["assertionMethod"]
+        assert published_key["id"] == state.key_id
+        assert published_key["publicKeyMultibase"] == state.key.multibase
+
+        # A chapter publishes to its region and the region's other chapters.
+        recipients = await with_follow_service(a.data, True, lambda service: service.recipients())
+        assert sorted(r.target for r in recipients) == sorted(
+            [f"{region.url}/inbox", f"{b.url}/inbox"]
+        )
+        region_recipients = await with_follow_service(
+            region.data, True, lambda service: service.recipients()
+        )
+        assert sorted(r.target for r in region_recipients) == sorted(
+            [f"{a.url}/inbox", f"{b.url}/inbox"]
+        )
+
         # Every project field of the entries is a term of the shipped context.
         terms = json.loads(context_document())["@context"]
         shared = {"@context", "id", "type", "actor", "object", "published", "name", "proof"}
@@ -224,6 +242,7 @@ def test_join_names_bad_regions_clearly(nodes: dict[str, Node], tmp_path: Path) 
         (f"acct:nobody@127.0.0.1:{region.port}", "not_found"),
         ("not a handle", "bad_resource"),
         (f"http://127.0.0.1:{_port()}/", "fetch_failed"),
+        (a.url, "bad_follow"),  # itself
     ]
     for name, code in cases:
         done = _glue(
