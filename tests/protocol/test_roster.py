@@ -182,3 +182,11 @@ def test_fold_matches_a_plain_dict_model(ops: list[tuple[str, str, str]]) -> Non
         entries.append(change(len(entries), op, member, role))
     assert roster_at(entries) == model
     assert roster_root(roster_at(entries)) == roster_root(dict(reversed(model.items())))
+
+
+@settings(max_examples=50, deadline=None)
+@given(member=st.text(min_size=1, max_size=40), role=st.sampled_from(["member", "admin"]))
+def test_leaf_is_rfc8785_as_an_independent_implementation_writes_it(member: str, role: str) -> None:
+    import rfc8785
+
+    assert roster_leaf(member, role) == rfc8785.dumps({"member": member, "role": role})
