@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring
 from typing import Any, Final
 
@@ -36,6 +36,7 @@ from protocol.errors import CanonicalError, DecodeError
 __all__ = [
     "MAX_SAFE_INTEGER",
     "canonicalize",
+    "canonicalize_all",
     "canonicalize_exact",
     "decode_json",
     "decode_object",
@@ -68,7 +69,19 @@ def canonicalize(value: object) -> bytes:
     CanonicalError on NaN or infinities, integers beyond ±(2**53 - 1), lone surrogates,
     non-str keys, nesting deeper than 128 and any other type.
     """
-    if _fast_ok(value, 0):
+    return _canonical(value, {})
+
+
+def canonicalize_all(values: Sequence[object]) -> list[bytes]:
+    """The canonical forms of several values that share parts, each shared container
+    validated once (Data Integrity canonicalizes a document, its proof options and, for
+    the chain, the two together)."""
+    seen: dict[int, bool] = {}
+    return [_canonical(v, seen) for v in values]
+
+
+def _canonical(value: object, seen: dict[int, bool]) -> bytes:
+    if _fast_ok(value, 0, seen):
         try:
             return _encode_sorted(value)
         except UnicodeEncodeError as exc:
@@ -86,8 +99,12 @@ def canonicalize_exact(value: object) -> bytes:
         raise CanonicalError(f"string holds a lone surrogate: {exc.reason}") from exc
 
 
-def _fast_ok(value: object, depth: int) -> bool:
-    """Validate ``value``; True when the fast encoder writes its exact JCS bytes."""
+def _fast_ok(value: object, depth: int, seen: dict[int, bool]) -> bool:
+    """Validate ``value``; True when the fast encoder writes its exact JCS bytes.
+
+    ``seen`` remembers containers already walked in this call (by id: the caller holds
+    every value alive, so no id is reused meanwhile).
+    """
     if depth > _MAX_DEPTH:
         raise CanonicalError(f"nesting deeper than {_MAX_DEPTH}")
     t = type(value)
@@ -95,6 +112,12 @@ def _fast_ok(value: object, depth: int) -> bool:
         return True
     if t is int:
         return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER  # type: ignore[operator]
+    if t is float:
+        _check_float(value)  # type: ignore[arg-type]
+        return False
+    known = seen.get(id(value))
+    if known is not None:
+        return known
     if t is dict:
         ok = True
         d: dict[Any, Any] = value  # type: ignore[assignment]
@@ -104,25 +127,23 @@ def _fast_ok(value: object, depth: int) -> bool:
             raise CanonicalError(_bad_keys(d)) from None
         if not keys.isascii() and max(keys) > "\ud7ff":
             ok = False  # code-point and UTF-16 orders may differ: exact path
-        for v in d.values():
-            tv = type(v)
-            if tv is str:
-                continue
-            if not _fast_ok(v, depth + 1):
-                ok = False
-        return ok
-    if t is list or t is tuple:
+        items = d.values()
+    elif t is list or t is tuple:
         ok = True
-        for v in value:  # type: ignore[attr-defined]
-            if type(v) is str:
-                continue
-            if not _fast_ok(v, depth + 1):
+        items = value  # type: ignore[assignment]
+    else:
+        return _fast_ok_subclass(value, depth)
+    for v in items:
+        tv = type(v)
+        if tv is str:
+            continue
+        if tv is int:
+            if not -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER:
                 ok = False
-        return ok
-    if t is float:
-        _check_float(value)  # type: ignore[arg-type]
-        return False
-    return _fast_ok_subclass(value, depth)
+        elif not _fast_ok(v, depth + 1, seen):
+            ok = False
+    seen[id(value)] = ok
+    return ok
 
 
 def _fast_ok_subclass(value: object, depth: int) -> bool:

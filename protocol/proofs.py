@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Final
 
-from protocol.canonical import canonicalize
+from protocol.canonical import canonicalize, canonicalize_all
 from protocol.errors import CanonicalError, KeyFormatError, ProofError
 from protocol.keys import SigningKey, VerifyKey, b58decode, b58encode
 
@@ -29,6 +29,7 @@ __all__ = [
     "create_proof",
     "hash_data",
     "proof_method",
+    "verified_digest",
     "verify_proof",
 ]
 
@@ -103,6 +104,17 @@ def verify_proof(
     Which key is the right one is the caller's question (the chain, an actor document):
     this checks the proof's form and that ``key`` made the signature.
     """
+    verified_digest(document, key, proof_purpose=proof_purpose)
+
+
+def verified_digest(
+    document: Mapping[str, object],
+    key: VerifyKey,
+    *,
+    proof_purpose: str = "assertionMethod",
+) -> str:
+    """verify_proof, then the digest (hex SHA-256 of the canonical form) of the whole
+    document, proof included — what a chain's next ``prev`` holds — from the same pass."""
     proof = _proof_of(document)
     if proof.get("type") != PROOF_TYPE:
         raise ProofError(f"proof type is {proof.get('type')!r}, expected {PROOF_TYPE!r}")
@@ -134,6 +146,12 @@ def verify_proof(
         dlist = dctx if isinstance(dctx, list) else [dctx]
         if dlist[: len(plist)] != plist:
             raise ProofError("the proof's @context is not a prefix of the document's @context")
-    unsecured = {k: v for k, v in document.items() if k != "proof"}
     config = {k: v for k, v in proof.items() if k != "proofValue"}
-    key.verify(hash_data(unsecured, config), signature)
+    unsecured = {k: v for k, v in document.items() if k != "proof"}
+    try:
+        config_c, unsecured_c, secured_c = canonicalize_all((config, unsecured, document))
+    except CanonicalError as exc:
+        raise ProofError(f"cannot canonicalize: {exc.detail}") from exc
+    sha256 = hashlib.sha256
+    key.verify(sha256(config_c).digest() + sha256(unsecured_c).digest(), signature)
+    return sha256(secured_c).hexdigest()
