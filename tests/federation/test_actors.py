@@ -228,3 +228,50 @@ async def test_malformed_or_foreign_actor_documents_are_refused(
     with pytest.raises(DocumentError) as info:
         await cache[0].get(holder["url"])
     assert fragment in info.value.detail
+
+
+async def test_entry_keys_follow_new_entries_and_refuse_retired_keys(
+    remote: tuple[str, StaticSource], cache: tuple[ActorCache, Clock]
+) -> None:
+    _, source = remote
+    actors, _ = cache
+    actor = source.actor.id
+    k0_id, k1_id = chain.key_id(actor, 0), chain.key_id(actor, 1)
+    # The next entry (seq 1) is signed by the key the chain so far ends with.
+    assert await actors.entry_key(actor, 1, k0_id) == K0.verify_key
+    _rotate(source, K1)  # seq 1 rotates to K1: from seq 2 on only K1 is valid
+    assert await actors.entry_key(actor, 2, k1_id) == K1.verify_key
+    with pytest.raises(ActorKeyError) as retired:
+        await actors.entry_key(actor, 2, k0_id)
+    assert "seq 2" in retired.value.detail and k1_id in retired.value.detail
+
+
+async def test_forged_entry_in_a_gap_is_refused(
+    remote: tuple[str, StaticSource], cache: tuple[ActorCache, Clock]
+) -> None:
+    _, source = remote
+    actors, _ = cache
+    actor = source.actor.id
+    await actors.entry_key(actor, 1, chain.key_id(actor, 0))
+    _rotate(source, K2, signer=K2)  # seq 1 signed by a key that was never valid
+    with pytest.raises(ActorKeyError) as info:
+        await actors.entry_key(actor, 2, chain.key_id(actor, 1))
+    assert "does not verify" in info.value.detail
+
+
+async def test_a_new_chain_under_a_known_id_is_refused(
+    remote: tuple[str, StaticSource], cache: tuple[ActorCache, Clock], tmp_path: Path
+) -> None:
+    _, source = remote
+    actors, _ = cache
+    await actors.get(source.actor.id)  # pins K0
+    actor = source.actor.id
+    source.entries = [msgspec.json.encode(chain.genesis(actor, "R", "region", K2, T0))]
+    # A restarted node (a fresh cache over the same file) still knows the pinned key.
+    again = await ActorCache.open(tmp_path / "node.sqlite3", actors.client)
+    try:
+        with pytest.raises(ActorKeyError) as info:
+            await again.entry_key(actor, 1, chain.key_id(actor, 0))
+        assert "pinned" in info.value.detail
+    finally:
+        await again.close()
