@@ -113,7 +113,11 @@ class DeliveryWorker:
         max_attempts: int = MAX_ATTEMPTS,
         poll_interval: float = 1.0,
     ) -> None:
-        self.db = Database(db_path)
+        # NORMAL (WAL) survives a kill -9 but may lose the last updates to a power
+        # cut; losing a "sent" mark only means sending again, which at-least-once
+        # allows, and spares one fsync per delivery. Enqueues are the caller's
+        # transactions and keep the caller's durability.
+        self.db = Database(db_path, synchronous="NORMAL")
         self._client = client
         self._clock = clock
         self._rand = rand

@@ -149,6 +149,7 @@ def _host(url: str) -> str:
 # Incoming processing as data: (state, handler outcome) -> next state.
 PROCESS_TRANSITIONS: Mapping[tuple[str, str], str] = {
     (RECEIVED, "ok"): PROCESSED,
+    (RECEIVED, "unhandled"): IGNORED,  # the handler table changed since it was stored
     (RECEIVED, "error"): RECEIVED,  # due again after a backoff
     (RECEIVED, "exhausted"): FAILED,
 }
@@ -177,6 +178,7 @@ class Inbox:
         scheme: str = "https",
         max_attempts: int = 8,
         batch_size: int = 512,
+        handler_timeout: float = 60.0,
     ) -> None:
         self.db = Database(db_path)
         self._transport_keys = transport_keys
@@ -187,6 +189,7 @@ class Inbox:
         self._scheme = scheme
         self._max_attempts = max_attempts
         self._batch_size = batch_size
+        self._handler_timeout = handler_timeout
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -290,8 +293,9 @@ class Inbox:
         for refresh in (False, True):
             try:
                 key = await self._transport_keys(parsed.key_id, refresh)
-            except FederationError as exc:
-                raise UnknownKey(f"key {parsed.key_id} could not be had: {exc.detail}") from exc
+            except (FederationError, ProtocolError) as exc:
+                why = exc.describe() if isinstance(exc, ProtocolError) else exc.detail
+                raise UnknownKey(f"key {parsed.key_id} could not be had: {why}") from exc
             if key.owner != actor:
                 raise SignerMismatch(
                     f"signed by {parsed.key_id} of {key.owner}, but the activity's actor is {actor}"
@@ -392,8 +396,14 @@ class Inbox:
             obj = activity.get("object")
             entry = obj if isinstance(obj, dict) and "seq" in obj else None
             incoming = IncomingActivity(row.activity_id, row.type, actor, activity, row.body, entry)
-            await self._handlers[row.type](incoming)
-            outcome = "ok"
+            handler = self._handlers.get(row.type)
+            if handler is None:
+                outcome = "unhandled"
+            else:
+                # A handler that hangs must not stall every activity behind it.
+                async with asyncio.timeout(self._handler_timeout):
+                    await handler(incoming)
+                outcome = "ok"
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("handler for %s %s failed: %s", row.type, row.activity_id, error)

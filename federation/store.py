@@ -453,12 +453,11 @@ async def is_equivocating(conn: aiosqlite.Connection, actor: str) -> bool:
 # --- the private thread the hot paths run on ---------------------------------------
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
-    # WAL lets the node's own connection read while we write; FULL makes every
-    # commit survive power loss, and group commit keeps that affordable.
+    # WAL lets the node's own connection read while we write.
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.executescript(SCHEMA)
     conn.commit()
@@ -472,14 +471,19 @@ class Database:
     writes, commit) costs a single hop off the event loop.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = str(path)
+        self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="convene-fed-db")
         self._conn: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._executor, _connect, self.path)
+        self._conn = await loop.run_in_executor(
+            self._executor, _connect, self.path, self._synchronous
+        )
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         conn = self._conn

@@ -496,3 +496,77 @@ async def test_stored_but_unprocessed_activities_are_handled_after_a_restart(
         await wait_for(lambda: seen == ["https://chapter.test/activities/60"])
     finally:
         await second.stop()
+
+
+async def test_a_hanging_handler_times_out_and_does_not_stall_the_rest(tmp_path: Path) -> None:
+    db = tmp_path / "node.db"
+    keys = Keys()
+    keys.transport[f"{CHAPTER}#main-key"] = TransportKey(CHAPTER, RSA_KEYS[0].public_key())
+    seen: list[str] = []
+
+    async def on_create(activity: IncomingActivity) -> None:
+        if activity.activity_id.endswith("/70"):
+            await asyncio.Event().wait()  # never returns
+        seen.append(activity.activity_id)
+
+    inbox = Inbox(
+        db,
+        transport_keys=keys.transport_key,
+        entry_keys=keys.entry_key,
+        handlers={"Create": on_create},
+        scheme="http",
+        handler_timeout=0.2,
+    )
+    await inbox.start()
+    try:
+        for n in (70, 71):
+            body = enc(create(n, {"type": "Note"}))
+            headers = signed("http://127.0.0.1:1/inbox", body)
+            await inbox.receive("POST", "/inbox", headers, body)
+        await wait_for(lambda: seen == ["https://chapter.test/activities/71"])
+        with sqlite3.connect(db) as conn:
+            row = conn.execute(
+                "SELECT state, attempts, last_error FROM fed_incoming WHERE activity_id = ?",
+                ("https://chapter.test/activities/70",),
+            ).fetchone()
+        assert row[:2] == (store.RECEIVED, 1) and "TimeoutError" in row[2]
+    finally:
+        await inbox.stop()
+
+
+async def test_a_type_whose_handler_went_away_is_ignored_not_failed(tmp_path: Path) -> None:
+    db = tmp_path / "node.db"
+    keys = Keys()
+    keys.transport[f"{CHAPTER}#main-key"] = TransportKey(CHAPTER, RSA_KEYS[0].public_key())
+    blocked = asyncio.Event()
+
+    async def stuck(activity: IncomingActivity) -> None:
+        blocked.set()
+        await asyncio.Event().wait()
+
+    first = Inbox(
+        db,
+        transport_keys=keys.transport_key,
+        entry_keys=keys.entry_key,
+        handlers={"Create": stuck},
+        scheme="http",
+    )
+    await first.start()
+    body = enc(create(80, {"type": "Note"}))
+    await first.receive("POST", "/inbox", signed("http://127.0.0.1:1/inbox", body), body)
+    await asyncio.wait_for(blocked.wait(), 5)
+    await first.stop()
+    second = Inbox(
+        db,
+        transport_keys=keys.transport_key,
+        entry_keys=keys.entry_key,
+        handlers={},
+        scheme="http",
+    )
+    await second.start()
+    try:
+        await wait_for(
+            lambda: incoming(db) == [("https://chapter.test/activities/80", store.IGNORED)]
+        )
+    finally:
+        await second.stop()
