@@ -406,13 +406,6 @@ def record_processing(
     conn.commit()
 
 
-def incoming_state(conn: sqlite3.Connection, activity_id: str) -> str | None:
-    row = conn.execute(
-        "SELECT state FROM fed_incoming WHERE activity_id = ?", (activity_id,)
-    ).fetchone()
-    return None if row is None else str(row[0])
-
-
 # --- equivocation evidence --------------------------------------------------------
 
 
