@@ -13,13 +13,14 @@ worker processes (the same protocol/ functions, mapped by a process pool).
 from __future__ import annotations
 
 import asyncio
+import functools
+import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 import msgspec
@@ -38,17 +39,16 @@ from node.services import NodeServices, build_services
 from node.storage import Database
 from protocol.audit import AuditReport, audit_bundle
 from protocol.bundle import (
-    MAX_LINE_BYTES,
     ActorRecord,
     BallotRecord,
     Body,
+    BundleDecoder,
     BundleError,
     EntryRecord,
     Header,
     ReceiptRecord,
     encode_record,
     header,
-    iter_records,
 )
 from protocol.errors import ProtocolError
 
@@ -65,27 +65,15 @@ class UnreadableInput(Exception):
     """The bundle cannot be read at all (missing file, not JSON Lines, oversized line)."""
 
 
-def read_lines(stream: IO[bytes], *, progress: tqdm[Any] | None = None) -> Iterator[bytes]:
-    """The stream's lines, refusing one longer than the bundle allows without buffering it."""
-    lineno = 0
-    while True:
-        line = stream.readline(MAX_LINE_BYTES + 3)  # room for the CRLF of a maximal line
-        if not line:
-            return
-        lineno += 1
-        if progress is not None:
-            progress.update(len(line))
-        if len(line.rstrip(b"\r\n")) > MAX_LINE_BYTES:
-            raise BundleError(
-                f"line is longer than the {MAX_LINE_BYTES} bytes allowed",
-                line=lineno,
-                code="line_too_long",
-            )
-        yield line
+READ_CHUNK = 8 << 20
 
 
 def read_bundle_file(path: Path, *, show_progress: bool | None = None) -> list[Any]:
-    """Every record of the bundle at ``path`` (header first), decoded strictly."""
+    """Every record of the bundle at ``path`` (header first), decoded strictly.
+
+    Read in chunks and decoded by ``BundleDecoder``, which refuses an oversized line
+    as soon as it is seen, so memory stays bounded by a chunk and one line.
+    """
     try:
         size = path.stat().st_size
         stream = path.open("rb")
@@ -93,6 +81,8 @@ def read_bundle_file(path: Path, *, show_progress: bool | None = None) -> list[A
         raise UnreadableInput(f"cannot open {path}: {exc.strerror or exc}") from exc
     if show_progress is None:
         show_progress = sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES
+    decoder = BundleDecoder()
+    records: list[Any] = []
     with (
         stream,
         tqdm(
@@ -105,9 +95,15 @@ def read_bundle_file(path: Path, *, show_progress: bool | None = None) -> list[A
         ) as bar,
     ):
         try:
-            return list(iter_records(read_lines(stream, progress=bar)))
+            while chunk := stream.read(READ_CHUNK):
+                records += decoder.feed(chunk)
+                bar.update(len(chunk))
+            records += decoder.finish()
         except BundleError as exc:
             raise UnreadableInput(f"{path}: {exc.detail}") from exc
+        except OSError as exc:
+            raise UnreadableInput(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return records
 
 
 def crawl_bundle(url: str, *, allow_private_network: bool) -> list[Body]:
@@ -124,26 +120,47 @@ def crawl_bundle(url: str, *, allow_private_network: bool) -> list[Body]:
         raise UnreadableInput(f"cannot crawl {url}: {exc}") from exc
 
 
-@contextmanager
-def process_mapper(jobs: int, items: int) -> Iterator[Mapper[Any, Any] | None]:
-    """A process pool's ``map`` when it pays off, else ``None`` (run in this process)."""
+# Work handed to forked workers. The arguments (hundreds of thousands of ballots) are
+# inherited through fork() instead of being pickled to each worker: pickling them cost
+# more than the checks themselves. Only slice bounds go out and small results come back.
+_inherited: tuple[Callable[[Any], Any], list[Any]] | None = None
+
+
+def _run_slice(bounds: tuple[int, int]) -> list[Any]:
+    assert _inherited is not None, "only called in a worker forked by fork_map"
+    fn, items = _inherited
+    return [fn(item) for item in items[bounds[0] : bounds[1]]]
+
+
+def fork_map(fn: Callable[[Any], Any], args: Iterable[Any], workers: int) -> list[Any]:
+    """``list(map(fn, args))`` across ``workers`` forked processes, order kept."""
+    global _inherited
+    items = list(args)
+    if workers < 2 or len(items) < 2:
+        return [fn(item) for item in items]
+    parts = min(len(items), workers * 4)  # a few slices per worker evens out the load
+    step = -(-len(items) // parts)
+    bounds = [(k, min(k + step, len(items))) for k in range(0, len(items), step)]
+    _inherited = (fn, items)
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            return [result for part in pool.map(_run_slice, bounds) for result in part]
+    finally:
+        _inherited = None
+
+
+def process_mapper(jobs: int, items: int) -> Mapper[Any, Any] | None:
+    """A ``map`` over forked processes when it pays off, else ``None`` (this process)."""
     workers = jobs if jobs > 0 else (os.cpu_count() or 1)
     if workers < 2 or items < PARALLEL_MIN_ITEMS:
-        yield None
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-
-        def mapper(fn: Callable[[Any], Any], args: Iterable[Any]) -> Iterable[Any]:
-            batch = list(args)
-            return pool.map(fn, batch, chunksize=max(1, len(batch) // (workers * 4)))
-
-        yield mapper
+        return None
+    return functools.partial(fork_map, workers=workers)
 
 
 def run_audit(records: list[Any], *, receipt: str | None, jobs: int) -> AuditReport:
     body = [r for r in records if not isinstance(r, Header)]
-    with process_mapper(jobs, len(body)) as mapper:
-        return audit_bundle(body, receipt=receipt, mapper=mapper)
+    return audit_bundle(body, receipt=receipt, mapper=process_mapper(jobs, len(body)))
 
 
 def summary(source: str, report: AuditReport) -> str:

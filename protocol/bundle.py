@@ -18,7 +18,7 @@ caller's job (protocol/ does no I/O); the caller should read each line with a li
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
@@ -108,7 +108,7 @@ def decode_record(line: bytes, lineno: int) -> Record:
     """Decode one line (1-based ``lineno`` for the error message) into a typed record."""
     if len(line) > MAX_LINE_BYTES:
         raise BundleError(
-            f"line is {len(line)} bytes, more than the {MAX_LINE_BYTES} allowed",
+            f"line is {len(line)} bytes, longer than the {MAX_LINE_BYTES} bytes allowed",
             line=lineno,
             code="line_too_long",
         )
@@ -132,6 +132,10 @@ def decode_header(line: bytes, lineno: int = 1) -> Header:
     record = decode_record(line, lineno)
     if not isinstance(record, Header):
         raise BundleError("the first record must be the header", line=lineno, code="no_header")
+    return _check_header(record, lineno)
+
+
+def _check_header(record: Header, lineno: int) -> Header:
     if record.format != FORMAT:
         raise BundleError(f"format is {record.format!r}, expected {FORMAT!r}", line=lineno)
     if record.version != VERSION:
@@ -143,39 +147,103 @@ def decode_header(line: bytes, lineno: int = 1) -> Header:
     return record
 
 
-def iter_records(lines: Iterable[bytes]) -> Iterator[Record]:
-    """Decode a bundle line by line: the header first, then the body records.
+class BundleDecoder:
+    """Incremental bundle decoding, sans I/O: ``feed`` bytes as they are read, get the
+    records of every complete line; ``finish`` at the end of the input.
 
-    Blank lines (a trailing newline, CRLF endings) are allowed and skipped; a second
-    header is not.
+    Whole runs of lines are decoded by msgspec in one call; only when a run holds a bad
+    line is it decoded line by line again, to name that line. A partial line longer
+    than ``MAX_LINE_BYTES`` is refused as soon as it is seen, so memory stays bounded
+    by the chunk size plus one line.
     """
-    seen_header = False
-    for lineno, raw in enumerate(lines, start=1):
-        line = raw.rstrip(b"\r\n")
-        if not line.strip():
-            continue
-        if not seen_header:
-            yield decode_header(line, lineno)
-            seen_header = True
-            continue
-        record = decode_record(line, lineno)
-        if isinstance(record, Header):
-            raise BundleError("a second header", line=lineno, code="second_header")
-        yield record
-    if not seen_header:
-        raise BundleError("the bundle is empty", line=1, code="no_header")
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._lineno = 0  # lines fully consumed so far
+        self._seen_header = False
+
+    def feed(self, data: bytes) -> list[Record]:
+        buf = self._pending + data
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            self._pending = buf
+            self._check_pending()
+            return []
+        block, self._pending = buf[: cut + 1], buf[cut + 1 :]
+        self._check_pending()
+        return self._decode_block(block)
+
+    def finish(self) -> list[Record]:
+        """Decode a last line without a newline; refuse an input without a header."""
+        out = self._decode_block(self._pending) if self._pending.strip() else []
+        self._pending = b""
+        if not self._seen_header:
+            raise BundleError("the bundle is empty", line=1, code="no_header")
+        return out
+
+    def _check_pending(self) -> None:
+        if len(self._pending) > MAX_LINE_BYTES + 1:  # + 1: a CR before the newline
+            raise BundleError(
+                f"line is longer than the {MAX_LINE_BYTES} bytes allowed",
+                line=self._lineno + 1,
+                code="line_too_long",
+            )
+
+    def _decode_block(self, block: bytes) -> list[Record]:
+        first = self._lineno + 1
+        lines = block.split(b"\n")
+        self._lineno += block.count(b"\n")
+        try:
+            if max(map(len, lines)) > MAX_LINE_BYTES + 1:
+                raise ValueError("a line is too long")
+            records: list[Record] = _decoder.decode_lines(block)
+        except (msgspec.DecodeError, ValueError):
+            # name the offending line: the slow path raises the precise error
+            records = [
+                decode_record(line.rstrip(b"\r"), n)
+                for n, line in enumerate(lines, start=first)
+                if line.strip()
+            ]
+        if not records:
+            return records
+        if not self._seen_header:
+            if not isinstance(records[0], Header):
+                raise BundleError(
+                    "the first record must be the header", line=first, code="no_header"
+                )
+            self._seen_header = True
+            _check_header(records[0], first)
+            rest = records[1:]
+        else:
+            rest = records
+        for n, record in enumerate(rest):
+            if isinstance(record, Header):
+                raise BundleError(
+                    "a second header",
+                    line=_line_of(lines, first, n + len(records) - len(rest)),
+                    code="second_header",
+                )
+        return records
+
+
+def _line_of(lines: list[bytes], first: int, index: int) -> int:
+    """The line number of the ``index``-th non-blank line of a block."""
+    seen = -1
+    for n, line in enumerate(lines, start=first):
+        if line.strip():
+            seen += 1
+            if seen == index:
+                return n
+    return first
 
 
 def parse_bundle(data: bytes) -> tuple[Header, list[Body]]:
     """Decode a whole bundle held in memory into its header and body records."""
-    records = iter_records(data.split(b"\n"))
-    header = next(records)
-    assert isinstance(header, Header)  # iter_records yields the header first or raises
-    body: list[Body] = []
-    for record in records:
-        assert not isinstance(record, Header)
-        body.append(record)
-    return header, body
+    decoder = BundleDecoder()
+    records = decoder.feed(data) + decoder.finish()
+    head, body = records[0], records[1:]
+    assert isinstance(head, Header)  # the decoder refuses a bundle that does not start so
+    return head, [r for r in body if not isinstance(r, Header)]
 
 
 def header(exporter: str, exported_at: str) -> Header:

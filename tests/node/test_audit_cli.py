@@ -210,7 +210,7 @@ def test_an_oversized_line_exits_2(tmp_path: Path, exported: dict[str, Any]) -> 
     pad = b'{"kind":"entry","entry":{"x":"' + b"x" * (MAX_LINE_BYTES + 10) + b'"}}\n'
     path.write_bytes(exported["bundle"].read_bytes() + pad)
     result = audit_in_process(str(path))
-    assert result.returncode == 2 and "longer than" in result.stderr
+    assert result.returncode == 2 and "longer than the 1048576 bytes allowed" in result.stderr
 
 
 def test_a_missing_file_exits_2(tmp_path: Path) -> None:

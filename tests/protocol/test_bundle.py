@@ -12,6 +12,7 @@ from protocol.bundle import (
     MAX_LINE_BYTES,
     ActorRecord,
     BallotRecord,
+    BundleDecoder,
     BundleError,
     EntryRecord,
     Header,
@@ -20,7 +21,6 @@ from protocol.bundle import (
     encode_bundle,
     encode_record,
     header,
-    iter_records,
     parse_bundle,
 )
 from protocol.errors import DecodeError, ProtocolError
@@ -145,13 +145,36 @@ def test_bundle_errors_are_protocol_decode_errors() -> None:
     assert err.status == 400
 
 
-def test_iter_records_is_lazy_and_stops_at_the_first_bad_line() -> None:
-    lines = [encode_record(HEAD), encode_record(BODY[1]), b"garbage", encode_record(BODY[2])]
-    got = iter_records(lines)
-    assert next(got) == HEAD
-    assert next(got) == BODY[1]
-    with pytest.raises(BundleError):
-        next(got)
+def test_the_decoder_gives_the_same_records_whatever_the_chunking() -> None:
+    data = encode_bundle(HEAD, BODY)
+    for size in (1, 7, 64, len(data)):
+        decoder = BundleDecoder()
+        got: list[object] = []
+        for k in range(0, len(data), size):
+            got += decoder.feed(data[k : k + size])
+        got += decoder.finish()
+        assert got == [HEAD, *BODY]
+
+
+def test_the_decoder_names_the_bad_line_inside_a_block() -> None:
+    data = encode_bundle(HEAD, BODY) + b'{"kind":"receipt","actor":"a"}\n' + encode_record(BODY[0])
+    decoder = BundleDecoder()
+    with pytest.raises(BundleError) as info:
+        decoder.feed(data)
+    assert info.value.line == 6 and "proposal" in str(info.value)
+
+
+def test_the_decoder_refuses_a_long_partial_line_before_it_ends() -> None:
+    decoder = BundleDecoder()
+    decoder.feed(encode_record(HEAD))
+    with pytest.raises(BundleError) as info:
+        decoder.feed(b'{"kind":"entry","entry":{"x":"' + b"x" * MAX_LINE_BYTES)
+    assert info.value.code == "line_too_long" and info.value.line == 2
+
+
+def test_a_last_line_without_newline_is_read() -> None:
+    data = encode_bundle(HEAD, BODY).rstrip(b"\n")
+    assert parse_bundle(data) == (HEAD, BODY)
 
 
 json_values = st.recursive(
