@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 from aiohttp import web
 
 from federation import httpsig, store
@@ -326,12 +327,12 @@ class Inbox:
                 f"actor {env.actor}, seq {env.seq}: no key {method} valid at this seq: {why}"
             ) from exc
         try:
-            proofs.verify_proof(obj, key)
+            # One canonicalization serves the proof and the entry's digest (§5).
+            digest = proofs.verified_digest(obj, key)
         except ProtocolError as exc:
             exc.actor, exc.seq = env.actor, env.seq  # say where
             raise
-        canon = canonical.canonicalize(obj)  # stored in canonical form; its hash is the digest
-        return EntryRecord(env.actor, env.seq, canonical.sha256_hex(canon), canon)
+        return EntryRecord(env.actor, env.seq, digest, msgspec.json.encode(obj))
 
     # -- group commit --------------------------------------------------------------
 

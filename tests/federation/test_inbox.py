@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from federation import httpsig, store
 from federation.errors import FederationError
 from federation.inbox import Inbox, IncomingActivity, TransportKey, inbox_ctx
-from protocol import entries
+from protocol import canonical, entries
 from protocol.keys import SigningKey, VerifyKey
 
 RSA_KEYS = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2)]
@@ -435,7 +435,10 @@ async def test_equivocation_keeps_both_entries_and_marks_the_actor(node: Node) -
         ("https://chapter.test/activities/42", store.PROCESSED),
     ]
     with sqlite3.connect(node.db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM fed_entry").fetchone() == (2,)
+        rows = conn.execute("SELECT digest, body FROM fed_entry").fetchall()
+    # Each piece of evidence is the signed entry itself, its §5 digest alongside.
+    assert sorted(d for d, _ in rows) == sorted(canonical.digest(e) for e in (a, b))
+    assert all(canonical.digest(msgspec.json.decode(body)) == d for d, body in rows)
 
 
 async def test_a_failing_handler_is_retried_after_a_backoff(node: Node) -> None:
