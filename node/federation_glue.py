@@ -43,8 +43,10 @@ from federation.follow import FollowService
 from federation.inbox import Handler, Inbox, IncomingActivity, inbox_ctx
 from federation.routes import setup_routes
 from node import chain_store
-from node.api import SERVICES_KEY
+from node.api import SERVICES_KEY, authenticate, json_response, read_json
 from node.config import NodeConfig, load_config
+from node.errors import BadRequest
+from node.members import require_role
 from node.services import NodeServices, build_services
 
 T = TypeVar("T")
@@ -214,6 +216,74 @@ def setup(app: web.Application) -> None:
         return await request.app[INBOX_KEY].handle(request)
 
     app.router.add_post("/inbox", inbox)
+    app.router.add_get("/api/federation", _federation_status)
+    app.router.add_post("/api/federation/join", _join_region)
+    app.router.add_post("/api/federation/leave", _leave_region)
+    app.router.add_post("/api/federation/followers/approve", _approve_follower)
+    app.router.add_post("/api/federation/followers/reject", _reject_follower)
+
+
+# --- organizer API: who we follow, who follows us, approvals -------------------------
+
+
+class _RegionBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    region: str
+
+
+class _ActorBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    actor: str
+
+
+async def _organizer_body(request: web.Request, shape: type[T], action: str) -> T:
+    require_role(await authenticate(request), "organizer", action)
+    try:
+        return msgspec.convert(await read_json(request), shape)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"{action}: {exc}") from exc
+
+
+def _follower_json(row: follow.Follower) -> dict[str, Any]:
+    return {"actor": row.actor_id, "state": row.state, "follow": row.follow_id}
+
+
+def _following_json(row: follow.Following) -> dict[str, Any]:
+    return {"region": row.target, "state": row.state, "follow": row.follow_id}
+
+
+async def _federation_status(request: web.Request) -> web.Response:
+    require_role(await authenticate(request), "organizer", "reading federation status")
+    service = request.app[FOLLOW_KEY]
+
+    async def read(conn: aiosqlite.Connection) -> dict[str, Any]:
+        rows = [r for state in ("pending", "accepted") for r in await follow.followers(conn, state)]
+        return {
+            "following": [_following_json(r) for r in await follow.following(conn)],
+            "followers": [_follower_json(r) for r in rows],
+        }
+
+    return json_response(await service.host.write(read))
+
+
+async def _join_region(request: web.Request) -> web.Response:
+    body = await _organizer_body(request, _RegionBody, "joining a region")
+    row = await request.app[FOLLOW_KEY].join(body.region, nonce=secrets.token_hex(16))
+    return json_response(_following_json(row), status=202)
+
+
+async def _leave_region(request: web.Request) -> web.Response:
+    body = await _organizer_body(request, _RegionBody, "leaving a region")
+    row = await request.app[FOLLOW_KEY].leave(body.region, nonce=secrets.token_hex(16))
+    return json_response(_following_json(row), status=202)
+
+
+async def _approve_follower(request: web.Request) -> web.Response:
+    body = await _organizer_body(request, _ActorBody, "approving a follower")
+    return json_response(_follower_json(await request.app[FOLLOW_KEY].approve(body.actor)))
+
+
+async def _reject_follower(request: web.Request) -> web.Response:
+    body = await _organizer_body(request, _ActorBody, "rejecting a follower")
+    return json_response(_follower_json(await request.app[FOLLOW_KEY].reject(body.actor)))
 
 
 # --- convene join / leave -----------------------------------------------------------

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from federation.client import FederationClient
@@ -250,3 +251,68 @@ def test_join_names_bad_regions_clearly(nodes: dict[str, Node], tmp_path: Path) 
         )
         assert done.returncode == 1, done.stdout
         assert json.loads(done.stderr)["error"] == code, done.stderr
+
+
+def _member(node: Node, name: str, role: str) -> str:
+    done = subprocess.run(
+        [*CONVENE, "member", "add", name, "--role", role, "--data", str(node.data), "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return str(json.loads(done.stdout)["token"])
+
+
+async def test_organizer_federation_api(nodes: dict[str, Node]) -> None:
+    region, a = nodes["region"], nodes["a"]
+    organizer, member = _member(a, "olga", "organizer"), _member(a, "mo", "member")
+    region_organizer = _member(region, "rita", "organizer")
+    async with aiohttp.ClientSession() as http:
+
+        async def call(
+            method: str, node: Node, path: str, token: str | None, body: Any = None
+        ) -> tuple[int, Any]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with http.request(method, node.url + path, headers=headers, json=body) as r:
+                return r.status, await r.json()
+
+        # Joining through the API (idempotent if the CLI test joined already).
+        status, body = await call(
+            "POST", a, "/api/federation/join", organizer, {"region": region.url}
+        )
+        assert status == 202 and body["region"] == region.actor
+
+        async def accepted() -> bool:
+            status, body = await call("GET", a, "/api/federation", organizer)
+            assert status == 200
+            return bool(
+                body["following"]
+                == [
+                    {
+                        "region": region.actor,
+                        "state": "accepted",
+                        "follow": body["following"][0]["follow"],
+                    }
+                ]
+            )
+
+        await _eventually(accepted)
+        status, body = await call("GET", region, "/api/federation", region_organizer)
+        assert status == 200 and a.actor in [f["actor"] for f in body["followers"]]
+        assert (await call("GET", a, "/api/federation", None))[0] == 401
+        assert (await call("GET", a, "/api/federation", member))[0] == 403
+        status, body = await call("POST", a, "/api/federation/join", organizer, {"regio": "x"})
+        assert status == 400 and body["error"] == "bad_request"
+        status, body = await call(
+            "POST",
+            region,
+            "/api/federation/followers/approve",
+            region_organizer,
+            {"actor": a.actor},
+        )
+        assert status == 404 and "no pending Follow" in body["detail"]
+        # Joining the region again through the API is idempotent once accepted.
+        status, body = await call(
+            "POST", a, "/api/federation/join", organizer, {"region": region.url}
+        )
+        assert status == 202 and body["state"] == "accepted"
