@@ -70,8 +70,10 @@ class Finding(msgspec.Struct, frozen=True, order=True):
         where = self.actor + (f" seq {self.seq}" if self.seq is not None else "")
         return f"{where}: {self.what}: {self.why}"
 
-    def sort_key(self) -> tuple[str, int, str, str]:
-        return (self.actor, -1 if self.seq is None else self.seq, self.what, self.why)
+    def sort_key(self) -> tuple[str, bool, int, str, str]:
+        # per actor, by seq; what concerns no single entry comes after the entries, as
+        # it usually follows from them (no valid genesis, so no key to compare)
+        return (self.actor, self.seq is None, self.seq or 0, self.what, self.why)
 
 
 class Tallied(msgspec.Struct, frozen=True):
@@ -259,11 +261,15 @@ class _Sorted:
                 )
             )
             return
-        self.entries[actor].append(entry)
         entry_id = entry.get("id")
         if not isinstance(entry_id, str):
+            self.entries[actor].append(entry)
             return  # the chain check names it
-        if entry_id in self.by_id and self.by_id[entry_id] != entry:
+        known = self.by_id.get(entry_id)
+        if known == entry:
+            return  # an identical copy (the node's own and a relayed one) counts once
+        self.entries[actor].append(entry)
+        if known is not None:
             return  # an equivocation: the chain check names it; the first copy is used
         self.by_id[entry_id] = entry
         kind = entry.get("type")
@@ -288,7 +294,12 @@ def _check_actors(
     for actor, document in actors.items():
         if actor not in latest_key:
             findings.append(
-                Finding(actor, None, "actor_without_chain", "no valid genesis for this actor")
+                Finding(
+                    actor,
+                    None,
+                    "actor_without_chain",
+                    "no verified chain for this actor, so its key cannot be checked",
+                )
             )
             continue
         want_id, want = latest_key[actor]

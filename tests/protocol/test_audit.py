@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -498,5 +499,37 @@ def test_findings_are_in_a_stable_order(world: dict[str, Any]) -> None:
     one = audit(recs).findings
     two = audit(list(reversed(recs))).findings
     assert one == two and len(one) >= 2
-    keys = [(f.actor, f.seq or -1) for f in one]
+    keys = [(f.actor, f.seq is None, f.seq or 0) for f in one]
     assert keys == sorted(keys)
+
+
+def test_an_identical_copy_of_an_entry_counts_once(world: dict[str, Any]) -> None:
+    recs = copy.deepcopy(world["records"])
+    recs.append(copy.deepcopy(recs[find_entry(recs, CH_A, "Tally")]))
+    report = audit(recs)
+    assert report.ok and report.seen == report.verified
+
+
+# --- the worked example of docs/auditing.md ------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "auditing.md"
+
+
+def docs_example() -> bytes:
+    text = DOCS.read_text()
+    start = text.index("```jsonl\n") + len("```jsonl\n")
+    return text[start : text.index("```", start)].encode()
+
+
+def test_the_documented_example_audits_clean() -> None:
+    _, body = parse_bundle(docs_example())
+    report = audit_bundle(body)
+    assert report.ok and report.verified.ballots == 2 and report.recounted == 1
+
+
+def test_the_documented_example_with_a_flipped_proof_byte_fails() -> None:
+    data = docs_example()
+    at = data.index(b'"proofValue":"z') + 20  # inside the genesis signature
+    flipped = data[:at] + (b"2" if data[at : at + 1] != b"2" else b"3") + data[at + 1 :]
+    _, body = parse_bundle(flipped)
+    assert first(audit_bundle(body)) == ("https://riverside.example/actor", 0, "bad_genesis")
