@@ -43,6 +43,7 @@ from node.members import Members
 from node.proposals import Proposals
 from node.services import build_services
 from node.storage import Database
+from node.web import setup_web
 
 log = logging.getLogger("convene.node")
 
@@ -85,4 +86,5 @@ def create_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(_node_resources)
     add_routes(app)
     federation_glue.setup(app)
+    setup_web(app)
     return app

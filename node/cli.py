@@ -210,3 +210,15 @@ def member_role(member_id: str, role: str, data: Path, as_json: bool) -> None:
     """Change a member's role."""
     changed = asyncio.run(_with_services(data, lambda s: s.members.set_role(member_id, role)))
     _emit(as_json, changed.to_json(), f"{changed.name} ({changed.id}) is now {changed.role}")
+
+
+def _register_other_commands() -> None:
+    # Commands built by other parts of the node, each in its own module.
+    from node.audit_command import audit, export
+    from node.federation_glue import join_command, leave_command
+
+    for command in (audit, export, join_command, leave_command):
+        main.add_command(command)
+
+
+_register_other_commands()
