@@ -9,6 +9,7 @@ unreadable input must exit 2.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
@@ -18,11 +19,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 from nodekit import ROOT, NodeProcess, add_member, call, free_port, init_node
 
+from federation.client import FederationClient
+from federation.crawl import CrawlError, CrawlLimits, crawl
 from node.audit_command import audit
+from protocol.audit import audit_bundle
 from protocol.bundle import MAX_LINE_BYTES
+from protocol.chain import entry_digest, genesis
+from protocol.entries import accept_body, key_id, make_entry, roster_change_body
+from protocol.keys import SigningKey
 
 AUDIT = [sys.executable, "-c", "from node.audit_command import audit; audit()"]
 EXPORT = [sys.executable, "-c", "from node.audit_command import export; export()"]
@@ -229,3 +238,123 @@ def test_auditing_the_running_node_by_url(exported: dict[str, Any]) -> None:
 def test_an_unreachable_url_exits_2() -> None:
     result = audit_in_process(f"http://127.0.0.1:{free_port()}", "--allow-private-network")
     assert result.returncode == 2 and "cannot crawl" in result.stderr
+
+
+# --- the crawl behind `convene audit URL`, against small servers on loopback ----------------
+
+
+def _chains(base: str) -> dict[str, list[dict[str, Any]]]:
+    """A region whose chain accepts one chapter, and that chapter's chain."""
+    region, chapter = f"{base}/region", f"{base}/chapter"
+    out: dict[str, list[dict[str, Any]]] = {}
+    for actor, kind in ((region, "region"), (chapter, "chapter")):
+        key = SigningKey(hashlib.sha256(actor.encode()).digest())
+        entries = [genesis(actor, kind, kind, key, "2026-11-26T14:00:00Z")]
+        body = (
+            accept_body(f"{chapter}/follows/1", chapter)
+            if kind == "region"
+            else roster_change_body("add", "m1", "member")
+        )
+        entries.append(
+            make_entry(
+                body,
+                actor=actor,
+                seq=1,
+                prev=entry_digest(entries[0]),
+                key=key,
+                key_id=key_id(actor, 0),
+                published="2026-11-26T14:00:00Z",
+            )
+        )
+        out[actor] = entries
+    return out
+
+
+async def serve(handler: Any) -> TestServer:
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def test_the_crawl_follows_a_region_to_its_chapters() -> None:
+    chains: dict[str, list[dict[str, Any]]] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        base = f"http://127.0.0.1:{request.url.port}"
+        chains.update(chains or _chains(base))
+        path = request.path
+        actor = base + path.removesuffix("/outbox")
+        if path.endswith("/outbox"):
+            page = {"type": "OrderedCollectionPage", "orderedItems": chains[actor]}
+            return web.json_response({"type": "OrderedCollection", "first": page})
+        key = chains[actor][0]["assertionKey"]
+        return web.json_response(
+            {"id": actor, "outbox": f"{actor}/outbox", "assertionMethod": [key]}
+        )
+
+    server = await serve(handler)
+    try:
+        async with FederationClient(signer=None, allow_private_network=True) as client:
+            start, records = await crawl(str(server.make_url("/region")), client)
+    finally:
+        await server.close()
+    assert start.endswith("/region")
+    report = audit_bundle(records)
+    assert report.ok and report.verified.actors == 2 and report.verified.entries == 4
+
+
+async def test_the_crawl_refuses_a_page_loop() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        me = f"http://127.0.0.1:{request.url.port}"
+        if request.path == "/outbox":
+            return web.json_response({"type": "OrderedCollection", "first": f"{me}/page"})
+        if request.path == "/page":
+            return web.json_response({"orderedItems": [], "next": f"{me}/page"})
+        return web.json_response({"id": f"{me}/actor", "outbox": f"{me}/outbox"})
+
+    server = await serve(handler)
+    try:
+        async with FederationClient(signer=None, allow_private_network=True) as client:
+            with pytest.raises(CrawlError) as info:
+                await crawl(str(server.make_url("/actor")), client)
+    finally:
+        await server.close()
+    assert info.value.code == "page_loop"
+
+
+async def test_the_crawl_bounds_the_pages_of_an_outbox() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        me = f"http://127.0.0.1:{request.url.port}"
+        if request.path == "/outbox":
+            return web.json_response({"type": "OrderedCollection", "first": f"{me}/page/0"})
+        if request.path.startswith("/page/"):
+            n = int(request.path.rsplit("/", 1)[1])
+            return web.json_response({"orderedItems": [], "next": f"{me}/page/{n + 1}"})
+        return web.json_response({"id": f"{me}/actor", "outbox": f"{me}/outbox"})
+
+    server = await serve(handler)
+    try:
+        async with FederationClient(signer=None, allow_private_network=True) as client:
+            with pytest.raises(CrawlError) as info:
+                await crawl(
+                    str(server.make_url("/actor")), client, CrawlLimits(max_pages_per_outbox=5)
+                )
+    finally:
+        await server.close()
+    assert info.value.code == "too_many_pages"
+
+
+async def test_the_crawl_refuses_an_actor_without_an_outbox() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"id": str(request.url), "type": "Group"})
+
+    server = await serve(handler)
+    try:
+        async with FederationClient(signer=None, allow_private_network=True) as client:
+            with pytest.raises(CrawlError) as info:
+                await crawl(str(server.make_url("/actor")), client)
+    finally:
+        await server.close()
+    assert info.value.code == "no_outbox"
