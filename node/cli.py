@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import json
 import logging
 import sys
@@ -82,7 +83,30 @@ async def _with_services(data: Path, job: Callable[[NodeServices], Awaitable[T]]
         await services.db.close()
 
 
-@click.group()
+# Commands built by other parts of the node, imported only when used, so that
+# `convene serve` does not carry the auditor's or the federation CLI's imports.
+_LAZY: dict[str, tuple[str, str]] = {
+    "audit": ("node.audit_command", "audit"),
+    "export": ("node.audit_command", "export"),
+    "join": ("node.federation_glue", "join_command"),
+    "leave": ("node.federation_glue", "leave_command"),
+}
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY:
+            module, attr = _LAZY[cmd_name]
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Group)
 def main() -> None:
     """convene: a federated organizing node."""
 
@@ -210,15 +234,3 @@ def member_role(member_id: str, role: str, data: Path, as_json: bool) -> None:
     """Change a member's role."""
     changed = asyncio.run(_with_services(data, lambda s: s.members.set_role(member_id, role)))
     _emit(as_json, changed.to_json(), f"{changed.name} ({changed.id}) is now {changed.role}")
-
-
-def _register_other_commands() -> None:
-    # Commands built by other parts of the node, each in its own module.
-    from node.audit_command import audit, export
-    from node.federation_glue import join_command, leave_command
-
-    for command in (audit, export, join_command, leave_command):
-        main.add_command(command)
-
-
-_register_other_commands()
