@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import pytest
 from aiohttp import web
+from fedkit import rsa_key
 from yarl import URL
 
-from federation.client import AS_ACCEPT, FederationClient, FetchError, Limits
+from federation import httpsig
+from federation.client import AS_ACCEPT, FederationClient, FetchError, Limits, http_signer
 
 
 def _app() -> web.Application:
@@ -151,3 +154,27 @@ async def test_gets_and_posts_are_signed_and_ask_for_activity_json(base: str) ->
 async def test_unsigned_get_carries_no_signature(base: str) -> None:
     async with _client() as client:
         assert (await client.get_json(base + "/echo", sign=False))["signature"] is None
+
+
+async def test_node_signer_verifies_as_draft_cavage(serve) -> None:  # type: ignore[no-untyped-def]
+    """The signer the node uses (RSA, keyId #main-key) produces what a receiver checks."""
+    key = rsa_key()
+    seen: list[str] = []
+
+    async def verify(request: web.Request) -> web.Response:
+        body = await request.read() if request.method == "POST" else None
+        parsed = httpsig.parse_signature_headers(
+            request.method, request.path_qs, request.headers, body, scheme="http"
+        )
+        httpsig.verify_request(parsed, key.public_key(), now=datetime.now(UTC))
+        seen.append(f"{request.method} {parsed.key_id}")
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/verify", verify)
+    base = await serve(app)
+    signer = http_signer("https://n.example/actor#main-key", key)
+    async with FederationClient(signer=signer, allow_private_network=True) as client:
+        assert await client.get_json(base + "/verify?x=1") == {"ok": True}
+        assert (await client.post(base + "/verify", b'{"type":"Follow"}')).status == 200
+    assert seen == ["GET https://n.example/actor#main-key", "POST https://n.example/actor#main-key"]
