@@ -91,6 +91,18 @@ async def crawl(
     return start_id, records
 
 
+async def fetch_chain(
+    client: FederationClient, actor_id: str, limits: CrawlLimits | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One actor's document and its whole chain from its outbox, oldest first."""
+    bounds = limits if limits is not None else CrawlLimits()
+    document = await _fetch_actor(client, actor_id)
+    got = _actor_id(document, actor_id)
+    if got != actor_id:
+        raise CrawlError(f"actor document has id {got!r}", url=actor_id, code="wrong_id")
+    return document, await _fetch_outbox(client, document, actor_id, bounds, 0)
+
+
 async def _fetch_actor(client: FederationClient, url: str) -> dict[str, Any]:
     document: dict[str, Any] = await client.get_json(url, sign=False)
     return document
@@ -182,4 +194,4 @@ def _entry_authors(value: Any) -> list[str]:
     return []
 
 
-__all__ = ["CrawlError", "CrawlLimits", "FetchError", "crawl"]
+__all__ = ["CrawlError", "CrawlLimits", "FetchError", "crawl", "fetch_chain"]

@@ -27,7 +27,7 @@ import msgspec
 from tqdm import tqdm
 
 from federation.client import FederationClient
-from federation.crawl import crawl
+from federation.crawl import crawl, fetch_chain
 from federation.documents import actor_document
 from federation.errors import FederationError
 from node import chain_store
@@ -50,6 +50,7 @@ from protocol.bundle import (
     encode_record,
     header,
 )
+from protocol.chain import entry_digest
 from protocol.errors import ProtocolError
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
@@ -308,14 +309,92 @@ async def bundle_records(services: NodeServices) -> list[Body]:
     return records
 
 
-async def export_bundle(data: Path, out: Path, *, clock: Callable[[], float] = system_clock) -> int:
-    """Write the bundle of the node in ``data`` to ``out``; the number of records written."""
-    services = build_services(load_config(data))
+def incomplete_chains(records: list[Body], me: str) -> list[str]:
+    """Other actors whose entries in ``records`` do not run from seq 0 without a gap.
+
+    A node keeps only the entries it received from others (a proposal, a tally, a
+    decision); an auditor needs each such chain from its genesis to check a single
+    proof, so the export completes them from the actors' outboxes when it can.
+    """
+    seqs: dict[str, set[int]] = {}
+    for r in records:
+        if isinstance(r, EntryRecord) and r.entry.get("actor") != me:
+            actor, seq = r.entry.get("actor"), r.entry.get("seq")
+            if isinstance(actor, str) and isinstance(seq, int):
+                seqs.setdefault(actor, set()).add(seq)
+    return sorted(a for a, s in seqs.items() if s != set(range(max(s) + 1)))
+
+
+async def complete_chains(
+    records: list[Body], me: str, *, allow_private_network: bool
+) -> tuple[list[Body], list[str]]:
+    """``records`` plus the full chains (and documents) of the actors they hold only in
+    part, fetched over HTTP; and a warning for each actor that could not be fetched."""
+    missing = incomplete_chains(records, me)
+    if not missing:
+        return records, []
+    have_doc = {r.document.get("id") for r in records if isinstance(r, ActorRecord)}
+    have_entry = {
+        (r.entry.get("actor"), r.entry.get("seq"), entry_digest_or_none(r.entry))
+        for r in records
+        if isinstance(r, EntryRecord)
+    }
+    warnings: list[str] = []
+    added: list[Body] = []
+    async with FederationClient(signer=None, allow_private_network=allow_private_network) as client:
+        for actor in missing:
+            try:
+                document, chain = await fetch_chain(client, actor)
+            except FederationError as exc:
+                warnings.append(
+                    f"the chain of {actor} is incomplete and could not be fetched: {exc}"
+                )
+                continue
+            if actor not in have_doc:
+                added.append(ActorRecord(document=document))
+            for entry in chain:
+                key = (entry.get("actor"), entry.get("seq"), entry_digest_or_none(entry))
+                if key not in have_entry:
+                    have_entry.add(key)
+                    added.append(EntryRecord(entry=entry))
+    return records + added, warnings
+
+
+def entry_digest_or_none(entry: dict[str, Any]) -> str | None:
+    try:
+        return entry_digest(entry)
+    except ProtocolError:
+        return None  # the audit names it
+
+
+async def export_bundle(
+    data: Path,
+    out: Path,
+    *,
+    fetch: bool = True,
+    allow_private_network: bool | None = None,
+    clock: Callable[[], float] = system_clock,
+) -> tuple[int, list[str]]:
+    """Write the bundle of the node in ``data`` to ``out``: how many records, and
+    warnings about chains of other actors that could not be completed."""
+    config = load_config(data)
+    services = build_services(config)
     await services.db.open()
     try:
         records = await bundle_records(services)
     finally:
         await services.db.close()
+    me = services.identity.actor
+    warnings: list[str] = []
+    if fetch:
+        private = (
+            config.allow_private_network if allow_private_network is None else allow_private_network
+        )
+        records, warnings = await complete_chains(records, me, allow_private_network=private)
+    elif incomplete_chains(records, me):
+        warnings = [
+            f"the chain of {a} is incomplete (not fetched)" for a in incomplete_chains(records, me)
+        ]
     head = header(services.identity.actor, rfc3339(clock()))
     tmp = out.with_name(out.name + ".part")
     with tmp.open("wb") as f:  # written aside and renamed: never a half bundle under `out`
@@ -323,11 +402,22 @@ async def export_bundle(data: Path, out: Path, *, clock: Callable[[], float] = s
         for record in records:
             f.write(encode_record(record))
     tmp.replace(out)
-    return len(records) + 1
+    return len(records) + 1, warnings
 
 
 @click.command("export")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="do not fetch the rest of other actors' chains (the audit then cannot verify them)",
+)
+@click.option(
+    "--allow-private-network",
+    is_flag=True,
+    default=None,
+    help="let the chain fetch reach loopback and private addresses (default: the node's config)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.option(
     "--data",
@@ -336,10 +426,18 @@ async def export_bundle(data: Path, out: Path, *, clock: Callable[[], float] = s
     type=click.Path(file_okay=False, path_type=Path),
     help="the node's data folder",
 )
-def export(out: Path, as_json: bool, data: Path) -> None:
-    """Write an audit bundle (JSON Lines) of this node to OUT."""
+def export(
+    out: Path, offline: bool, allow_private_network: bool | None, as_json: bool, data: Path
+) -> None:
+    """Write an audit bundle (JSON Lines) of this node to OUT.
+
+    Other actors' chains the node holds only in part (a received proposal or tally) are
+    completed from their outboxes, so an auditor can check every proof.
+    """
     try:
-        lines = asyncio.run(export_bundle(data, out))
+        lines, warnings = asyncio.run(
+            export_bundle(data, out, fetch=not offline, allow_private_network=allow_private_network)
+        )
     except (OSError, ProtocolError, NodeError) as exc:
         detail = str(exc)
         if as_json:
@@ -347,7 +445,10 @@ def export(out: Path, as_json: bool, data: Path) -> None:
         else:
             click.echo(f"convene export: {detail}", err=True)
         sys.exit(1)
+    for warning in warnings:
+        click.echo(f"convene export: warning: {warning}", err=True)
     if as_json:
-        click.echo(msgspec.json.encode({"out": str(out), "records": lines}).decode())
+        result = {"out": str(out), "records": lines, "warnings": warnings}
+        click.echo(msgspec.json.encode(result).decode())
     else:
         click.echo(f"wrote {lines} records to {out}")

@@ -26,9 +26,9 @@ from nodekit import ROOT, NodeProcess, add_member, call, free_port, init_node
 
 from federation.client import FederationClient
 from federation.crawl import CrawlError, CrawlLimits, crawl
-from node.audit_command import audit
+from node.audit_command import audit, complete_chains, incomplete_chains
 from protocol.audit import audit_bundle
-from protocol.bundle import MAX_LINE_BYTES
+from protocol.bundle import MAX_LINE_BYTES, Body, EntryRecord
 from protocol.chain import entry_digest, genesis
 from protocol.entries import accept_body, key_id, make_entry, roster_change_body
 from protocol.keys import SigningKey
@@ -358,3 +358,41 @@ async def test_the_crawl_refuses_an_actor_without_an_outbox() -> None:
     finally:
         await server.close()
     assert info.value.code == "no_outbox"
+
+
+async def test_the_export_completes_chains_it_holds_in_part() -> None:
+    chains: dict[str, list[dict[str, Any]]] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        base = f"http://127.0.0.1:{request.url.port}"
+        chains.update(chains or _chains(base))
+        actor = base + request.path.removesuffix("/outbox")
+        if request.path.endswith("/outbox"):
+            return web.json_response({"type": "OrderedCollection", "orderedItems": chains[actor]})
+        key = chains[actor][0]["assertionKey"]
+        return web.json_response(
+            {"id": actor, "outbox": f"{actor}/outbox", "assertionMethod": [key]}
+        )
+
+    server = await serve(handler)
+    try:
+        base = str(server.make_url("")).rstrip("/")
+        chains.update(_chains(base))
+        region = f"{base}/region"
+        # what a chapter keeps of its region: one received entry, not the genesis
+        held: list[Body] = [EntryRecord(entry=chains[region][1])]
+        assert incomplete_chains(held, "https://me.example/actor") == [region]
+        partial = audit_bundle(held)
+        assert not partial.ok and partial.findings[0].what == "gap"
+        done, warnings = await complete_chains(
+            held, "https://me.example/actor", allow_private_network=True
+        )
+        assert warnings == []
+        assert audit_bundle(done).ok
+        assert sum(isinstance(r, EntryRecord) for r in done) == 2  # the held copy once
+    finally:
+        await server.close()
+    _, warnings = await complete_chains(
+        held, "https://me.example/actor", allow_private_network=True
+    )
+    assert len(warnings) == 1 and region in warnings[0]
