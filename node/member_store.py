@@ -60,8 +60,8 @@ async def insert_token(tx: Tx, token_hash: str, member_id: str, created_at: str)
     )
 
 
-async def member_by_token(db: Database, token_hash: str) -> Row | None:
-    return await db.fetchone(
+def member_by_token(db: Database, token_hash: str) -> Row | None:
+    return db.lookup(
         "SELECT m.id, m.name, m.role FROM api_tokens t JOIN members m ON m.id = t.member_id"
         " WHERE t.token_hash = ? AND m.removed_at IS NULL",
         (token_hash,),

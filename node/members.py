@@ -127,7 +127,7 @@ class Members:
         return _member(row)
 
     async def authenticate(self, token: str) -> Member:
-        row = await member_store.member_by_token(self._db, secret_hash(token))
+        row = member_store.member_by_token(self._db, secret_hash(token))
         if row is None:
             raise Unauthorized("the bearer token is unknown or its member was removed")
         return _member(row)

@@ -88,6 +88,7 @@ class Database:
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = itertools.cycle([0])
         self._write_lock = asyncio.Lock()
+        self._inline: sqlite3.Connection | None = None
 
     async def open(self, *, upto: Mapping[str, int] | None = None) -> None:
         """Open (creating if needed) and migrate. `upto` stops early; tests use it."""
@@ -102,6 +103,10 @@ class Database:
             await reader.execute("PRAGMA query_only = ON")
             self._readers.append(reader)
         self._next_reader = itertools.cycle(range(len(self._readers)))
+        self._inline = sqlite3.connect(self.path, isolation_level=None)
+        self._inline.row_factory = sqlite3.Row
+        for pragma in (*_PRAGMAS, "PRAGMA query_only = ON"):
+            self._inline.execute(pragma)
 
     @property
     def writer(self) -> aiosqlite.Connection:
@@ -113,6 +118,9 @@ class Database:
         for conn in self._readers:
             await conn.close()
         self._readers = []
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
@@ -140,6 +148,19 @@ class Database:
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         return list(await self._reader().execute_fetchall(sql, params))
+
+    def lookup(self, sql: str, params: Params = ()) -> Row | None:
+        """A point read by key, run on the event loop's own thread.
+
+        For hot, index-backed single-row reads (a token on every request) a thread hop
+        costs more than the read: in WAL mode a reader never waits for the writer, so
+        this cannot stall the loop behind a commit. Anything scanning belongs in
+        `fetchone`/`fetchall`.
+        """
+        if self._inline is None:
+            raise StorageError(f"{self.path} is not open")
+        row: Row | None = self._inline.execute(sql, params).fetchone()
+        return row
 
     async def schema_versions(self) -> dict[str, int]:
         rows = await self.fetchall(
