@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from functools import lru_cache
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 from protocol.ballots import CONSENT_CHOICES, MAX_SCORE, Ballot, ProposalSpec, ballots_root
 from protocol.errors import BallotError, TallyError
@@ -117,96 +117,126 @@ def _count_score(spec: ProposalSpec, ballots: Sequence[Ballot]) -> Counts:
 
 def _count_ranked(spec: ProposalSpec, ballots: Sequence[Ballot]) -> Counts:
     rankings = list(map(attrgetter("ranking"), ballots))
-    return PairwiseCounts(pairwise=_packer(spec.options).matrix(rankings))
+    return PairwiseCounts(pairwise=_pairwise(spec.options, rankings))
 
 
-# The pairwise matrix is n*n counters, and a ranking of n options touches n(n-1)/2 of
-# them. Doing that per ballot in Python is too slow for a region (a million ballots),
-# so each ranking is turned into one integer holding a 32-bit field per ordered pair
-# (i, j), set to 1 when i is ranked above j; the sum of those integers holds every
-# d[i][j] at once. A ranked option is above every option not ranked at or before it
-# (unranked options are below all ranked ones, equal among themselves). That rule
-# depends only on the prefix, so the integer of a ranking's first _HEAD options is
-# cached by that prefix; for a full ranking, the rest only adds its internal order,
-# cached by the suffix. Other rankings are computed whole (and cached, within bounds).
-_FIELD = 32
-_FIELD_MASK = (1 << _FIELD) - 1
-_HEAD = 5
-_CACHE_LIMIT = 200_000
+# The pairwise matrix has n*n counters and a ranking of n options touches n(n-1)/2 of
+# them: far too slow per ballot in Python for a region of a million ballots. Instead a
+# ranking becomes one integer with a ``width``-bit field per ordered pair (i, j), 1 when
+# i is ranked above j; the sum of those integers holds every d[i][j] at once, and the
+# sums run in C (``sum(map(cache.__getitem__, keys))``).
+#
+# A ranked option is above every option not ranked at or before it (unranked options
+# sit below all ranked ones, equal among themselves). So the integer of a ranking's
+# first H options depends only on that prefix (``prefix``), and in a full ranking the
+# rest adds only its own internal order (``suffix``): both are cached by the tuple, and
+# a million full rankings of 10 options need at most 2 x 10!/5! cache entries. A
+# partial ranking longer than H is completed with its unranked options in spec order,
+# whose internal order is then taken away again. Unknown or repeated options are caught
+# when a prefix or suffix is first computed; an option repeated across the two halves
+# of a full ranking leaves some pair not ordered exactly once (the tail keeps 2+
+# options for that), which the sum shows.
+_CACHE_LIMIT = 400_000
 
 
 class _Packer:
-    def __init__(self, options: tuple[str, ...]) -> None:
+    def __init__(self, options: tuple[str, ...], width: int) -> None:
         n = len(options)
-        self.n = n
+        self.width = width
         self.index = {o: i for i, o in enumerate(options)}
+        self.pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+        self.field = {pair: k for k, pair in enumerate(self.pairs)}
         self.bit = [
-            [1 << (_FIELD * (i * n + j)) if i != j else 0 for j in range(n)] for i in range(n)
+            [1 << (width * self.field[i, j]) if i != j else 0 for j in range(n)] for i in range(n)
         ]
         self.row = [sum(r) for r in self.bit]
-        self.prefixes: dict[tuple[str, ...], int] = {}
-        self.suffixes: dict[tuple[str, ...], int] = {}
+        self.prefixes: dict[tuple[str, ...], int] = {(): 0}
+        self.suffixes: dict[tuple[str, ...], int] = {(): 0}
 
-    def _indices(self, ranking: tuple[str, ...]) -> list[int]:
-        try:
-            idx = [self.index[o] for o in ranking]
-        except KeyError as exc:
-            raise BallotError(
-                f"ranking: {exc.args[0]!r:.80} is not an option of this proposal"
-            ) from None
-        if len(set(idx)) != len(idx):
-            raise BallotError("ranking names an option twice")
-        return idx
+    def _at(self, option: str, rest: tuple[str, ...]) -> int:
+        if option not in self.index:
+            raise BallotError(f"ranking: {option!r:.80} is not an option of this proposal")
+        if option in rest:
+            raise BallotError(f"ranking: {option!r:.80} appears twice")
+        return self.index[option]
 
-    def prefix(self, ranking: tuple[str, ...]) -> int:
-        """Each ranked option above every option not ranked at or before it."""
-        v = self.prefixes.get(ranking)
+    def prefix(self, r: tuple[str, ...]) -> int:
+        """Each option of ``r`` above every option not at or before it in ``r``."""
+        v = self.prefixes.get(r)
         if v is None:
-            idx = self._indices(ranking)
-            bit = self.bit
-            v = sum(self.row[i] - sum(bit[i][j] for j in idx[: p + 1]) for p, i in enumerate(idx))
+            i = self._at(r[-1], r[:-1])
+            bit_i = self.bit[i]
+            v = self.prefix(r[:-1]) + self.row[i] - sum(bit_i[self.index[o]] for o in r[:-1])
             if len(self.prefixes) < _CACHE_LIMIT:
-                self.prefixes[ranking] = v
+                self.prefixes[r] = v
         return v
 
-    def suffix(self, ranking: tuple[str, ...]) -> int:
-        """Only the internal order of ``ranking``: each option above the ones after it."""
-        v = self.suffixes.get(ranking)
+    def suffix(self, r: tuple[str, ...]) -> int:
+        """Only the internal order of ``r``: each option above the ones after it."""
+        v = self.suffixes.get(r)
         if v is None:
-            idx = self._indices(ranking)
-            bit = self.bit
-            v = sum(bit[i][j] for p, i in enumerate(idx) for j in idx[p + 1 :])
+            i = self._at(r[0], r[1:])
+            bit_i = self.bit[i]
+            v = self.suffix(r[1:]) + sum(bit_i[self.index[o]] for o in r[1:])
             if len(self.suffixes) < _CACHE_LIMIT:
-                self.suffixes[ranking] = v
+                self.suffixes[r] = v
         return v
 
-    def matrix(self, rankings: Sequence[tuple[str, ...]]) -> tuple[tuple[int, ...], ...]:
-        if len(rankings) > _FIELD_MASK:
-            raise TallyError(f"cannot count more than {_FIELD_MASK} ranked ballots at once")
-        n, prefixes, suffixes = self.n, self.prefixes, self.suffixes
-        prefix, suffix = self.prefix, self.suffix
-        total = 0
-        for r in rankings:
-            m = len(r)
-            if m <= _HEAD:
-                v = prefixes.get(r)
-                total += prefix(r) if v is None else v
-            elif m == n:
-                head, tail = r[:_HEAD], r[_HEAD:]
-                v = prefixes.get(head)
-                w = suffixes.get(tail)
-                total += (prefix(head) if v is None else v) + (suffix(tail) if w is None else w)
-            else:
-                total += prefix(r)
+    def total(self, keys: list[tuple[str, ...]], suffix: bool = False) -> int:
+        cache, fill = (self.suffixes, self.suffix) if suffix else (self.prefixes, self.prefix)
+        try:
+            return sum(map(cache.__getitem__, keys))
+        except KeyError:
+            pass
+        local = {k: fill(k) for k in set(keys).difference(cache)}  # fill() caches them too
+        if len(cache) + len(local) < _CACHE_LIMIT:
+            return sum(map(cache.__getitem__, keys))
+        local.update((k, cache[k]) for k in set(keys).intersection(cache))
+        return sum(map(local.__getitem__, keys))
+
+    def matrix(self, total: int) -> tuple[tuple[int, ...], ...]:
+        n, w, mask = len(self.index), self.width, (1 << self.width) - 1
+        # field k holds pair k; the diagonal has no field and is 0
         return tuple(
-            tuple((total >> (_FIELD * (i * n + j))) & _FIELD_MASK for j in range(n))
+            tuple((total >> (w * self.field[i, j])) & mask if i != j else 0 for j in range(n))
             for i in range(n)
         )
 
 
 @lru_cache(maxsize=16)
-def _packer(options: tuple[str, ...]) -> _Packer:
-    return _Packer(options)
+def _packer(options: tuple[str, ...], width: int) -> _Packer:
+    return _Packer(options, width)
+
+
+def _pairwise(
+    options: tuple[str, ...], rankings: list[tuple[str, ...]]
+) -> tuple[tuple[int, ...], ...]:
+    n, h = len(options), max(0, min(5, len(options) - 2))
+    width = 16 if len(rankings) < 1 << 16 else 32 if len(rankings) < 1 << 32 else 64
+    if set(map(len, rankings)) <= {n}:
+        full, short, mid = rankings, [], []
+    else:
+        full = [r for r in rankings if len(r) == n]
+        short = [r for r in rankings if len(r) <= h]
+        mid = [r for r in rankings if h < len(r) < n]
+    pk = _packer(options, width)
+    total = 0
+    if full:
+        total = pk.total(list(map(itemgetter(slice(0, h)), full)))
+        total += pk.total(list(map(itemgetter(slice(h, None)), full)), suffix=True)
+        d = pk.matrix(total)
+        # in a full ranking every pair is ordered one way: anything else is a repeat
+        if any(d[i][j] + d[j][i] != len(full) for i, j in pk.pairs):
+            raise BallotError("a ranking names an option twice")
+    total += pk.total(short)
+    for r in mid:
+        ranked = set(r)
+        rest = tuple(o for o in options if o not in ranked)
+        if len(r) + len(rest) != n:
+            raise BallotError("a ranking names an option twice")
+        x = r + rest
+        total += pk.prefix(x[:h]) + pk.suffix(x[h:]) - pk.suffix(rest)
+    return pk.matrix(total)
 
 
 _COUNTERS = {

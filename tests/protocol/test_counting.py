@@ -130,6 +130,29 @@ def test_pairwise_matrix_matches_the_definition(arg: tuple[int, st.DataObject]) 
     assert [list(row) for row in got.pairwise] == naive_pairwise(options, rankings)
 
 
+TEN = tuple("ABCDEFGHIJ")
+
+
+@pytest.mark.parametrize(
+    ("ranking", "why"),
+    [
+        (("A", "B", "C", "D", "E", "F", "G", "H", "I", "A"), "names an option twice"),
+        (("A", "B", "C", "D", "E", "A", "G", "H", "I", "J"), "names an option twice"),
+        (("A", "B", "A"), "'A' appears twice"),
+        (("A", "B", "C", "D", "E", "F", "C"), "names an option twice"),
+        (("A", "B", "C", "D", "E", "F", "G", "H", "I", "Z"), "'Z' is not an option"),
+        (("Z",), "'Z' is not an option"),
+    ],
+)
+def test_count_catches_a_ranking_that_skipped_validation(
+    ranking: tuple[str, ...], why: str
+) -> None:
+    spec = ProposalSpec(method="ranked", options=TEN)
+    good = [RankedBallot(ranking=TEN)] * 3
+    with pytest.raises(BallotError, match=why):
+        count(spec, [*good, RankedBallot(ranking=ranking)], eligible=4)
+
+
 def test_count_rejects_more_ballots_than_eligible_members() -> None:
     spec, ballots = consent("agree", "agree")
     with pytest.raises(TallyError, match="2 ballots cast but only 1 members eligible"):
