@@ -373,14 +373,11 @@ def _consent_outcome(spec: ProposalSpec, c: ConsentCounts) -> Outcome:
         return Outcome(
             result="passed", quorum_met=True, reason=f"{share} meets threshold {spec.threshold}"
         )
-    why = "is not more than disagree" if c.agree <= c.disagree else "is below"
-    return Outcome(
-        result="failed",
-        quorum_met=True,
-        reason=f"{share} {why} threshold {spec.threshold}"
-        if why == "is below"
-        else f"{share}: agree {why}",
-    )
+    if c.agree <= c.disagree:
+        why = f"{share}: agree is not more than disagree"
+    else:
+        why = f"{share} is below threshold {spec.threshold}"
+    return Outcome(result="failed", quorum_met=True, reason=why)
 
 
 def _plurality(options: Sequence[str], votes: dict[str, int], unit: str) -> Outcome:

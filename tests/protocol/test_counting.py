@@ -185,6 +185,8 @@ def test_threshold_met_exactly_passes_and_one_short_fails() -> None:
     failed = decide(spec, ballots, 6)
     assert failed.result == "failed"
     assert "agree is not more than disagree" in failed.reason
+    spec, ballots = consent(*["agree"] * 3, *["disagree"] * 2, threshold="2/3")
+    assert decide(spec, ballots, 5).reason == "3 agree of 5 agree+disagree is below threshold 2/3"
 
 
 def test_abstentions_count_for_quorum_not_for_the_threshold() -> None:
