@@ -25,42 +25,17 @@ provides it in node/federation_glue.py); federation/ never imports the node.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 import msgspec
 
-from federation import store
+from federation import follow_store, store
 from federation.actors import ActorCache
 from federation.documents import AS_CONTEXT, RemoteActor
 from federation.errors import FederationError
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS fed_follower (
-    actor_id TEXT PRIMARY KEY,
-    inbox TEXT NOT NULL,
-    shared_inbox TEXT,
-    follow_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    accept_seq INTEGER,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fed_following (
-    target TEXT PRIMARY KEY,
-    inbox TEXT NOT NULL,
-    follow_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    accept_id TEXT,
-    updated_at REAL NOT NULL
-);
-"""
-
-# For read-only connections (the followers collection).
-ACCEPTED_FOLLOWERS_SQL = (
-    "SELECT actor_id FROM fed_follower WHERE state = 'accepted' ORDER BY actor_id"
-)
+from federation.follow_store import Follower, Following
 
 # Lifecycles as data: (state, event) -> next state. None is "no row yet".
 FOLLOWER_STATES: dict[tuple[str | None, str], str] = {
@@ -81,6 +56,8 @@ FOLLOWING_STATES: dict[tuple[str | None, str], str] = {
     ("accepted", "join"): "accepted",
     ("requested", "accepted"): "accepted",
     ("accepted", "accepted"): "accepted",
+    ("requested", "rejected"): "rejected",
+    ("rejected", "join"): "requested",
     ("requested", "leave"): "left",
     ("accepted", "leave"): "left",
 }
@@ -128,23 +105,6 @@ class Host(Protocol):
         ...
 
 
-class Follower(msgspec.Struct, frozen=True):
-    actor_id: str
-    inbox: str
-    shared_inbox: str | None
-    follow_id: str
-    state: str
-    accept_seq: int | None
-
-
-class Following(msgspec.Struct, frozen=True):
-    target: str
-    inbox: str
-    follow_id: str
-    state: str
-    accept_id: str | None
-
-
 def follow_activity(actor_id: str, target: str, follow_id: str) -> dict[str, Any]:
     return {
         "@context": AS_CONTEXT,
@@ -165,6 +125,17 @@ def undo_activity(actor_id: str, follow: dict[str, Any], undo_id: str) -> dict[s
     }
 
 
+def reject_activity(actor_id: str, follow_id: str, nonce: str) -> dict[str, Any]:
+    """A Reject is not a chain entry: refusing leaves no state to audit."""
+    return {
+        "@context": AS_CONTEXT,
+        "id": f"{actor_id}/rejects/{nonce}",
+        "type": "Reject",
+        "actor": actor_id,
+        "object": follow_id,
+    }
+
+
 def accept_body(follow_id: str, follower: str) -> dict[str, Any]:
     """The body of the region's Accept chain entry (docs/protocol.md §5)."""
     return {"type": "Accept", "object": follow_id, "follower": follower}
@@ -176,74 +147,6 @@ def _object_id(value: Any) -> str | None:
     if isinstance(value, dict) and isinstance(value.get("id"), str):
         return str(value["id"])
     return None
-
-
-async def ensure_schema(conn: aiosqlite.Connection) -> None:
-    await conn.executescript(SCHEMA)
-    await conn.commit()
-
-
-async def followers(conn: aiosqlite.Connection, state: str = "accepted") -> list[Follower]:
-    cur = await conn.execute(
-        "SELECT actor_id, inbox, shared_inbox, follow_id, state, accept_seq FROM fed_follower"
-        " WHERE state = ? ORDER BY actor_id",
-        (state,),
-    )
-    rows = await cur.fetchall()
-    await cur.close()
-    return [Follower(*row) for row in rows]
-
-
-async def following(conn: aiosqlite.Connection) -> list[Following]:
-    cur = await conn.execute(
-        "SELECT target, inbox, follow_id, state, accept_id FROM fed_following ORDER BY target"
-    )
-    rows = await cur.fetchall()
-    await cur.close()
-    return [Following(*row) for row in rows]
-
-
-async def _follower(conn: aiosqlite.Connection, actor_id: str) -> Follower | None:
-    cur = await conn.execute(
-        "SELECT actor_id, inbox, shared_inbox, follow_id, state, accept_seq FROM fed_follower"
-        " WHERE actor_id = ?",
-        (actor_id,),
-    )
-    row = await cur.fetchone()
-    await cur.close()
-    return Follower(*row) if row else None
-
-
-async def _following(conn: aiosqlite.Connection, target: str) -> Following | None:
-    cur = await conn.execute(
-        "SELECT target, inbox, follow_id, state, accept_id FROM fed_following WHERE target = ?",
-        (target,),
-    )
-    row = await cur.fetchone()
-    await cur.close()
-    return Following(*row) if row else None
-
-
-async def _put_follower(conn: aiosqlite.Connection, f: Follower) -> None:
-    await conn.execute(
-        "INSERT INTO fed_follower"
-        " (actor_id, inbox, shared_inbox, follow_id, state, accept_seq, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (actor_id) DO UPDATE SET"
-        " inbox = excluded.inbox, shared_inbox = excluded.shared_inbox,"
-        " follow_id = excluded.follow_id, state = excluded.state,"
-        " accept_seq = excluded.accept_seq, updated_at = excluded.updated_at",
-        (f.actor_id, f.inbox, f.shared_inbox, f.follow_id, f.state, f.accept_seq, time.time()),
-    )
-
-
-async def _put_following(conn: aiosqlite.Connection, f: Following) -> None:
-    await conn.execute(
-        "INSERT INTO fed_following (target, inbox, follow_id, state, accept_id, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (target) DO UPDATE SET"
-        " inbox = excluded.inbox, follow_id = excluded.follow_id, state = excluded.state,"
-        " accept_id = excluded.accept_id, updated_at = excluded.updated_at",
-        (f.target, f.inbox, f.follow_id, f.state, f.accept_id, time.time()),
-    )
 
 
 class FollowService:
@@ -264,12 +167,12 @@ class FollowService:
         activity = follow_activity(self.host.actor_id, target.id, follow_id)
 
         async def job(conn: aiosqlite.Connection) -> Following:
-            current = await _following(conn, target.id)
+            current = await follow_store.following_of(conn, target.id)
             state = _step(FOLLOWING_STATES, current.state if current else None, "join", target.id)
             if current is not None and state == "accepted":
                 return current  # already a member of that region: nothing to send
             row = Following(target.id, target.inbox, follow_id, state, None)
-            await _put_following(conn, row)
+            await follow_store.put_following(conn, row)
             await store.enqueue(
                 conn, activity, [store.Recipient(target.inbox, target.shared_inbox)]
             )
@@ -282,13 +185,13 @@ class FollowService:
         target = await self.actors.resolve(region)
 
         async def job(conn: aiosqlite.Connection) -> Following:
-            current = await _following(conn, target.id)
+            current = await follow_store.following_of(conn, target.id)
             state = _step(FOLLOWING_STATES, current.state if current else None, "leave", target.id)
             assert current is not None  # the table has no (None, "leave")
             follow = follow_activity(self.host.actor_id, target.id, current.follow_id)
             undo = undo_activity(self.host.actor_id, follow, f"{self.host.actor_id}/undo/{nonce}")
             row = Following(target.id, current.inbox, current.follow_id, state, current.accept_id)
-            await _put_following(conn, row)
+            await follow_store.put_following(conn, row)
             await store.enqueue(conn, undo, [current.inbox])
             return row
 
@@ -296,21 +199,30 @@ class FollowService:
 
     async def on_accept(self, activity: dict[str, Any], sender: str) -> Following:
         """An Accept from a region we asked to follow (already verified by the inbox)."""
+        return await self._answered(activity, sender, "accepted")
+
+    async def on_reject(self, activity: dict[str, Any], sender: str) -> Following:
+        """A Reject: the region's organizers refused our Follow."""
+        return await self._answered(activity, sender, "rejected")
+
+    async def _answered(self, activity: dict[str, Any], sender: str, event: str) -> Following:
+        kind = activity.get("type")
         follow_id = _object_id(activity.get("object"))
         if follow_id is None:
-            raise FollowError(f"Accept {activity.get('id')} from {sender} names no Follow")
+            raise FollowError(f"{kind} {activity.get('id')} from {sender} names no Follow")
 
         async def job(conn: aiosqlite.Connection) -> Following:
-            current = await _following(conn, sender)
+            current = await follow_store.following_of(conn, sender)
             if current is None or current.follow_id != follow_id:
                 raise FollowError(
-                    f"Accept {activity.get('id')} from {sender} is for {follow_id}, "
+                    f"{kind} {activity.get('id')} from {sender} is for {follow_id}, "
                     "which this node did not send to it",
                     status=409,
                 )
-            state = _step(FOLLOWING_STATES, current.state, "accepted", sender)
-            row = Following(sender, current.inbox, follow_id, state, str(activity.get("id")))
-            await _put_following(conn, row)
+            state = _step(FOLLOWING_STATES, current.state, event, sender)
+            answer = str(activity.get("id")) if event == "accepted" else None
+            row = Following(sender, current.inbox, follow_id, state, answer)
+            await follow_store.put_following(conn, row)
             return row
 
         return await self.host.write(job)
@@ -324,9 +236,9 @@ class FollowService:
         the region's other followers (the peer chapters a tally also goes to), read
         from the region's public followers collection.
         """
-        mine = await self.host.write(followers)
+        mine = await self.host.write(follow_store.followers)
         out = [store.Recipient(f.inbox, f.shared_inbox) for f in mine]
-        joined = await self.host.write(following)
+        joined = await self.host.write(follow_store.following)
         for row in joined:
             if row.state != "accepted":
                 continue
@@ -349,9 +261,12 @@ class FollowService:
             if actor_id == self.host.actor_id:
                 continue
             try:
-                found.append(await self.actors.get(actor_id))
+                peer = await self.actors.get(actor_id)
             except FederationError as exc:  # one unreachable peer must not stop the rest
                 log.warning("peer %s of %s skipped: %s", actor_id, region.id, exc)
+                continue
+            if peer.kind == "chapter":  # fediverse accounts following a region are no peers
+                found.append(peer)
         return found
 
     # --- region side ----------------------------------------------------------------
@@ -374,18 +289,22 @@ class FollowService:
     async def approve(self, actor_id: str) -> Follower:
         """An organizer accepts a pending follower."""
         follower = await self.actors.get(actor_id)
-        pending = await self.host.write(lambda conn: _follower(conn, actor_id))
+        pending = await self.host.write(lambda conn: follow_store.follower(conn, actor_id))
         if pending is None or pending.state != "pending":
             raise FollowError(f"{actor_id} has no pending Follow here", status=404)
         return await self._accept(follower, pending.follow_id)
 
-    async def reject(self, actor_id: str) -> Follower:
+    async def reject(self, actor_id: str, *, nonce: str) -> Follower:
+        """An organizer refuses a pending follower; it is told with a Reject."""
+
         async def job(conn: aiosqlite.Connection) -> Follower:
-            current = await _follower(conn, actor_id)
+            current = await follow_store.follower(conn, actor_id)
             state = _step(FOLLOWER_STATES, current.state if current else None, "reject", actor_id)
-            assert current is not None
+            assert current is not None  # the table has no (None, "reject")
             row = msgspec.structs.replace(current, state=state)
-            await _put_follower(conn, row)
+            await follow_store.put_follower(conn, row)
+            refusal = reject_activity(self.host.actor_id, current.follow_id, nonce)
+            await store.enqueue(conn, refusal, [store.Recipient(row.inbox, row.shared_inbox)])
             return row
 
         return await self.host.write(job)
@@ -404,19 +323,19 @@ class FollowService:
             )
 
         async def job(conn: aiosqlite.Connection) -> Follower | None:
-            current = await _follower(conn, sender)
+            current = await follow_store.follower(conn, sender)
             if current is None or current.follow_id != inner.get("id"):
                 return None  # nothing of ours to undo: idempotent
             state = _step(FOLLOWER_STATES, current.state, "undo", sender)
             row = msgspec.structs.replace(current, state=state)
-            await _put_follower(conn, row)
+            await follow_store.put_follower(conn, row)
             return row
 
         return await self.host.write(job)
 
     async def _record(self, follower: RemoteActor, follow_id: str, event: str) -> Follower:
         async def job(conn: aiosqlite.Connection) -> Follower:
-            current = await _follower(conn, follower.id)
+            current = await follow_store.follower(conn, follower.id)
             state = _step(FOLLOWER_STATES, current.state if current else None, event, follower.id)
             if current is not None and current.state == "accepted":
                 await self._resend_accept(conn, current)
@@ -424,7 +343,7 @@ class FollowService:
             row = Follower(
                 follower.id, follower.inbox, follower.shared_inbox, follow_id, state, None
             )
-            await _put_follower(conn, row)
+            await follow_store.put_follower(conn, row)
             return row
 
         return await self.host.write(job)
@@ -435,7 +354,7 @@ class FollowService:
             await store.enqueue(conn, entry, [current.inbox])
 
     async def _accept(self, follower: RemoteActor, follow_id: str) -> Follower:
-        existing = await self.host.write(lambda conn: _follower(conn, follower.id))
+        existing = await self.host.write(lambda conn: follow_store.follower(conn, follower.id))
         if existing is not None and existing.state == "accepted":
             await self.host.write(lambda conn: self._resend_accept(conn, existing))
             return existing
@@ -449,7 +368,7 @@ class FollowService:
         result: list[Follower] = []
 
         async def extra(conn: aiosqlite.Connection, entry: dict[str, Any]) -> None:
-            now = await _follower(conn, follower.id)
+            now = await follow_store.follower(conn, follower.id)
             if now is not None and now.state == "accepted":
                 # Accepted meanwhile by a concurrent Follow: roll this entry back.
                 raise FollowError(f"{follower.id} is already an accepted follower", status=409)
@@ -461,7 +380,7 @@ class FollowService:
                 "accepted",
                 int(entry["seq"]),
             )
-            await _put_follower(conn, row)
+            await follow_store.put_follower(conn, row)
             await store.enqueue(conn, entry, [follower.inbox])
             result.append(row)
 

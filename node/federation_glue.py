@@ -32,7 +32,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from yarl import URL
 
-from federation import follow, store
+from federation import follow_store, store
 from federation.actors import SCHEMA as ACTORS_SCHEMA
 from federation.actors import ActorCache
 from federation.client import FederationClient, http_signer
@@ -60,7 +60,7 @@ INBOX_HANDLERS_KEY = web.AppKey("federation_handlers", dict[str, Handler])
 
 # One migration step for federation's tables (all CREATE ... IF NOT EXISTS, so the
 # inbox's and delivery worker's own connections may create them first).
-FEDERATION_MIGRATIONS = (store.SCHEMA + ACTORS_SCHEMA + follow.SCHEMA,)
+FEDERATION_MIGRATIONS = (store.SCHEMA + ACTORS_SCHEMA + follow_store.SCHEMA,)
 
 
 def preferred_username(name: str) -> str:
@@ -103,7 +103,7 @@ class NodeSource:
         return await chain_store.entries(self._services.db, start, limit)
 
     async def followers(self) -> list[str]:
-        rows = await self._services.db.fetchall(follow.ACCEPTED_FOLLOWERS_SQL)
+        rows = await self._services.db.fetchall(follow_store.ACCEPTED_FOLLOWERS_SQL)
         return [str(row[0]) for row in rows]
 
     async def member_count(self) -> int:
@@ -161,10 +161,13 @@ def follow_handlers(service: FollowService) -> dict[str, Handler]:
     async def on_accept(incoming: IncomingActivity) -> None:
         await service.on_accept(incoming.activity, incoming.actor)
 
+    async def on_reject(incoming: IncomingActivity) -> None:
+        await service.on_reject(incoming.activity, incoming.actor)
+
     async def on_undo(incoming: IncomingActivity) -> None:
         await service.on_undo(incoming.activity, incoming.actor)
 
-    return {"Follow": on_follow, "Accept": on_accept, "Undo": on_undo}
+    return {"Follow": on_follow, "Accept": on_accept, "Reject": on_reject, "Undo": on_undo}
 
 
 async def _federation(app: web.Application) -> AsyncIterator[None]:
@@ -242,11 +245,11 @@ async def _organizer_body(request: web.Request, shape: type[T], action: str) -> 
         raise BadRequest(f"{action}: {exc}") from exc
 
 
-def _follower_json(row: follow.Follower) -> dict[str, Any]:
+def _follower_json(row: follow_store.Follower) -> dict[str, Any]:
     return {"actor": row.actor_id, "state": row.state, "follow": row.follow_id}
 
 
-def _following_json(row: follow.Following) -> dict[str, Any]:
+def _following_json(row: follow_store.Following) -> dict[str, Any]:
     return {"region": row.target, "state": row.state, "follow": row.follow_id}
 
 
@@ -255,9 +258,13 @@ async def _federation_status(request: web.Request) -> web.Response:
     service = request.app[FOLLOW_KEY]
 
     async def read(conn: aiosqlite.Connection) -> dict[str, Any]:
-        rows = [r for state in ("pending", "accepted") for r in await follow.followers(conn, state)]
+        rows = [
+            r
+            for state in ("pending", "accepted")
+            for r in await follow_store.followers(conn, state)
+        ]
         return {
-            "following": [_following_json(r) for r in await follow.following(conn)],
+            "following": [_following_json(r) for r in await follow_store.following(conn)],
             "followers": [_follower_json(r) for r in rows],
         }
 
@@ -283,7 +290,8 @@ async def _approve_follower(request: web.Request) -> web.Response:
 
 async def _reject_follower(request: web.Request) -> web.Response:
     body = await _organizer_body(request, _ActorBody, "rejecting a follower")
-    return json_response(_follower_json(await request.app[FOLLOW_KEY].reject(body.actor)))
+    row = await request.app[FOLLOW_KEY].reject(body.actor, nonce=secrets.token_hex(16))
+    return json_response(_follower_json(row))
 
 
 # --- convene join / leave -----------------------------------------------------------
@@ -308,7 +316,9 @@ async def with_follow_service(
         await services.db.close()
 
 
-async def join(data: Path, region: str, *, allow_private_network: bool = False) -> follow.Following:
+async def join(
+    data: Path, region: str, *, allow_private_network: bool = False
+) -> follow_store.Following:
     """Queue a Follow of ``region`` (base URL, actor id or ``acct:`` handle)."""
     return await with_follow_service(
         data,
@@ -319,7 +329,7 @@ async def join(data: Path, region: str, *, allow_private_network: bool = False) 
 
 async def leave(
     data: Path, region: str, *, allow_private_network: bool = False
-) -> follow.Following:
+) -> follow_store.Following:
     """Queue an Undo of this node's Follow of ``region``."""
     return await with_follow_service(
         data,
@@ -329,7 +339,7 @@ async def leave(
 
 
 def _run_follow_command(
-    data: Path, as_json: bool, job: Callable[[Path], Coroutine[Any, Any, follow.Following]]
+    data: Path, as_json: bool, job: Callable[[Path], Coroutine[Any, Any, follow_store.Following]]
 ) -> None:
     try:
         row = asyncio.run(job(data))

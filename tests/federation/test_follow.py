@@ -3,6 +3,7 @@ manual approval, the Accept entry, and Follow/Accept/Undo that do not fit."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,84 @@ async def test_accept_for_a_follow_never_sent_is_refused(
 
 def test_lifecycle_tables_have_no_dead_states() -> None:
     # Every state a transition leads to can be left again or is a resting state.
-    resting = {"accepted", "removed", "rejected", "left"}
+    resting = {"accepted", "removed", "rejected", "left"}  # each can be re-entered by a Follow
     for table in (follow.FOLLOWER_STATES, follow.FOLLOWING_STATES):
         reached = set(table.values())
         leavable = {state for state, _ in table}
         assert reached <= leavable | resting
+
+
+def _queued(services: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(inbox, activity) of every queued delivery in the node's database file."""
+    with sqlite3.connect(services.config.database_path) as db:
+        rows = db.execute(
+            "SELECT d.inbox, o.body FROM fed_delivery d JOIN fed_outgoing o"
+            " ON o.id = d.outgoing_id ORDER BY d.id"
+        ).fetchall()
+    return [(inbox, msgspec.json.decode(body)) for inbox, body in rows]
+
+
+async def test_reject_tells_the_follower(
+    region: tuple[FollowService, Any], chapter: StaticSource
+) -> None:
+    service, services = region
+    activity = _follow(chapter, services.identity.actor)
+    await service.on_follow(activity, chapter.actor.id)
+    rejected = await service.reject(chapter.actor.id, nonce="n1")
+    assert rejected.state == "rejected"
+    ((inbox, sent),) = _queued(services)
+    assert inbox == chapter.actor.url("inbox")
+    assert sent["type"] == "Reject" and sent["object"] == activity["id"]
+    assert len(await _entries(services)) == 1  # a refusal is not a chain entry
+    with pytest.raises(FollowError):
+        await service.approve(chapter.actor.id)  # nothing pending any more
+
+
+@pytest.fixture
+async def member_chapter(tmp_path: Path) -> AsyncIterator[tuple[FollowService, Any]]:
+    data = tmp_path / "chapter"
+    await init_node(data, name="Chapter", url="http://127.0.0.1:2", kind="chapter")
+    services = build_services(load_config(data))
+    services.db.migrations["federation"] = FEDERATION_MIGRATIONS
+    await services.db.open()
+    client = FederationClient(signer=None, allow_private_network=True)
+    actors = await ActorCache.open(services.config.database_path, client)
+    yield FollowService(NodeHost(services), actors), services
+    await actors.close()
+    await client.close()
+    await services.db.close()
+
+
+async def test_chapter_side_join_accept_reject_leave(
+    member_chapter: tuple[FollowService, Any], chapter: StaticSource
+) -> None:
+    service, services = member_chapter
+    remote_region = chapter  # any served actor will do as the region here
+    joined = await service.join(remote_region.actor.base_url, nonce="j1")
+    assert joined.state == "requested" and joined.target == remote_region.actor.id
+    ((inbox, sent),) = _queued(services)
+    assert inbox == remote_region.actor.url("inbox")
+    assert sent == follow.follow_activity(services.identity.actor, joined.target, joined.follow_id)
+    region_id = remote_region.actor.id
+    # An answer to a Follow never sent, or from someone else, is refused.
+    with pytest.raises(FollowError):
+        await service.on_accept({"type": "Accept", "object": "elsewhere/follows/1"}, region_id)
+    with pytest.raises(FollowError):
+        await service.on_accept(
+            {"type": "Accept", "object": joined.follow_id}, "https://x.example/a"
+        )
+    rejected = await service.on_reject({"type": "Reject", "object": joined.follow_id}, region_id)
+    assert rejected.state == "rejected"
+    with pytest.raises(FollowError) as late:
+        await service.on_accept({"type": "Accept", "object": joined.follow_id}, region_id)
+    assert late.value.status == 409
+    again = await service.join(remote_region.actor.id, nonce="j2")
+    assert again.state == "requested" and again.follow_id.endswith("/follows/j2")
+    accepted = await service.on_accept(
+        {"id": region_id + "/entries/1", "type": "Accept", "object": again.follow_id}, region_id
+    )
+    assert accepted.state == "accepted"
+    left = await service.leave(region_id, nonce="u1")
+    assert left.state == "left"
+    inbox, undo = _queued(services)[-1]
+    assert undo["type"] == "Undo" and undo["object"]["id"] == again.follow_id
