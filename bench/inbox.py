@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import socket
 import sqlite3
 import subprocess
@@ -50,7 +51,6 @@ KEY_ID = f"{ACTOR}#main-key"
 SEED = bytes(range(32))
 CONNECTIONS = 64
 WARMUP = 200
-ROUNDS = 3
 
 
 def _rsa_key(keys: Path) -> rsa.RSAPrivateKey:
@@ -204,6 +204,12 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"server on {port} did not start")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_server(kind: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--keys", str(tmp)]
     proc = subprocess.Popen([*cmd, "--db", str(tmp / "inbox.db")])
@@ -229,42 +235,46 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.port, args.keys, args.db)
         return
-    n = 3_000 if args.quick else 12_000
+    rounds, size = (15, 200) if args.quick else (60, 200)
+    n = WARMUP + rounds * size
+    wall = {"floor": 0.0, "inbox": 0.0}
+    cpu = {"floor": 0.0, "inbox": 0.0}
     with tempfile.TemporaryDirectory(prefix="convene-bench-") as d:
         tmp = Path(d)
         # Both servers get the very same bytes (neither checks Host against its own
-        # port), and the phases alternate in rounds so that load from anything else on
-        # the machine weighs on both alike.
+        # port). The phases alternate in short rounds (a fraction of a second each),
+        # so that bursts of other load on the machine weigh on both alike.
         ports = {"floor": _free_port(), "inbox": _free_port()}
         t0 = time.perf_counter()
-        reqs = make_requests(n + WARMUP, ports["floor"], tmp)
-        print(f"signed {n + WARMUP} activities in {time.perf_counter() - t0:.1f} s")
-        procs = [start_server(kind, port, tmp) for kind, port in ports.items()]
+        reqs = make_requests(n, ports["floor"], tmp)
+        print(f"signed {n} activities in {time.perf_counter() - t0:.1f} s")
+        procs = {kind: start_server(kind, port, tmp) for kind, port in ports.items()}
         try:
-            totals = {"floor": [0.0, 0], "inbox": [0.0, 0]}
             for kind, port in ports.items():
                 measure(port, reqs[:WARMUP], kind)
-            work = reqs[WARMUP:]
-            size = len(work) // ROUNDS
-            for r in range(ROUNDS):
+            for r in range(rounds):
+                part = reqs[WARMUP + r * size : WARMUP + (r + 1) * size]
                 for kind, port in ports.items():
-                    elapsed, ok = measure(port, work[r * size : (r + 1) * size], kind)
-                    totals[kind][0] += elapsed
-                    totals[kind][1] += ok
+                    before = _cpu_seconds(procs[kind].pid)
+                    elapsed, _ = measure(port, part, kind)
+                    cpu[kind] += _cpu_seconds(procs[kind].pid) - before
+                    wall[kind] += elapsed
         finally:
-            for proc in procs:
+            for proc in procs.values():
                 proc.terminate()
                 proc.wait(timeout=10)
-        floor_rate = totals["floor"][1] / totals["floor"][0]
-        inbox_rate = totals["inbox"][1] / totals["inbox"][0]
-        print(f"floor (bare aiohttp, RSA + Ed25519 verify only): {floor_rate:,.0f} /s")
-        print(f"inbox (verified, deduped, stored in SQLite):     {inbox_rate:,.0f} /s")
         with sqlite3.connect(tmp / "inbox.db") as conn:
             stored = conn.execute("SELECT COUNT(*) FROM fed_incoming").fetchone()[0]
-        n = WARMUP + ROUNDS * size
         if stored != n:
             raise SystemExit(f"inbox stored {stored} of {n} activities")
+    done = rounds * size
+    floor_rate, inbox_rate = done / wall["floor"], done / wall["inbox"]
     ratio = inbox_rate / floor_rate
+    print(f"floor (bare aiohttp, RSA + Ed25519 verify only): {floor_rate:,.0f} /s")
+    print(f"inbox (verified, deduped, stored in SQLite):     {inbox_rate:,.0f} /s")
+    for kind in ("floor", "inbox"):
+        per = cpu[kind] / done * 1e6
+        print(f"  {kind} server CPU per activity: {per:,.0f} us (all threads)")
     print(f"ratio inbox/floor: {ratio:.2f} (target >= 0.6); stored {stored} of {n}")
     print(f"RESULT accepted_per_s={inbox_rate:.0f} floor_per_s={floor_rate:.0f} ratio={ratio:.2f}")
 

@@ -143,6 +143,12 @@ def _actor_id(value: object) -> str | None:
     return None
 
 
+def _json(value: dict[str, str], status: int) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(value), status=status, content_type="application/json"
+    )
+
+
 def _host(url: str) -> str:
     return urlsplit(url).netloc.lower()
 
@@ -221,8 +227,8 @@ class Inbox:
             receipt = await self.receive(request.method, request.raw_path, request.headers, body)
         except (FederationError, ProtocolError) as exc:
             detail = exc.describe() if isinstance(exc, ProtocolError) else exc.detail
-            return web.json_response({"error": exc.code, "detail": detail}, status=exc.status)
-        return web.json_response({"id": receipt.activity_id, "status": receipt.status}, status=202)
+            return _json({"error": exc.code, "detail": detail}, exc.status)
+        return _json({"id": receipt.activity_id, "status": receipt.status}, 202)
 
     async def _read_bounded(self, request: web.Request) -> bytes:
         length = request.content_length
