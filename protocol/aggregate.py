@@ -149,7 +149,7 @@ def check_tally(
         raise fail("no ballots cast but ballots_root is not the empty tree's root")
     _check_counts(spec, tally.counts, cast, fail)
     expected = outcome(spec, tally.counts, cast, eligible)
-    if tally.outcome != expected:
+    if _decisive(tally.outcome) != _decisive(expected):
         raise fail(
             f"outcome {tally.outcome.result!r} does not follow from the counts "
             f"({expected.result}: {expected.reason})"
@@ -427,13 +427,25 @@ def verify_decision(
             actor=where,
         )
     for field in Decision.__struct_fields__:
-        if getattr(claimed, field) != getattr(ours, field):
+        if _decisive(getattr(claimed, field)) != _decisive(getattr(ours, field)):
             raise TallyError(
                 f"decision field {field!r} differs from the recount "
                 f"(published {_short(getattr(claimed, field))}, recounted "
                 f"{_short(getattr(ours, field))})",
                 actor=where,
             )
+
+
+def _decisive(value: object) -> object:
+    """A value as compared: the explanatory ``reason`` texts are left out (§8.2), so a
+    second implementation need not reproduce this one's wording."""
+    if isinstance(value, Outcome):
+        return msgspec.structs.replace(value, reason="")
+    if isinstance(value, ChapterResult) and value.outcome is not None:
+        return msgspec.structs.replace(value, outcome=_decisive(value.outcome))
+    if isinstance(value, tuple):
+        return tuple(_decisive(v) for v in value)
+    return value
 
 
 def _short(value: object) -> str:

@@ -519,3 +519,14 @@ def test_decision_for_another_proposal_is_disputed() -> None:
     spec, tallies, body = sample_decision()
     with pytest.raises(TallyError, match="decision is for proposal"):
         verify_decision(spec, tallies, body, proposal=PROPOSAL + "x")
+
+
+def test_reason_texts_are_explanations_not_compared() -> None:
+    spec, tallies, body = sample_decision()
+    body["outcome"]["reason"] = "worded by another implementation"  # type: ignore[index]
+    verify_decision(spec, tallies, body)
+    t = replace(tallies[0][1], outcome=replace(tallies[0][1].outcome, reason="other words"))
+    check_tally(spec, t)
+    body["outcome"]["quorum_met"] = False  # type: ignore[index]
+    with pytest.raises(TallyError, match="field 'outcome' differs"):
+        verify_decision(spec, tallies, body)
