@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from json.encoder import encode_basestring
 from typing import Any, Final
 
@@ -36,8 +36,8 @@ from protocol.errors import CanonicalError, DecodeError
 __all__ = [
     "MAX_SAFE_INTEGER",
     "canonicalize",
-    "canonicalize_all",
     "canonicalize_exact",
+    "canonicalize_minus",
     "decode_json",
     "decode_object",
     "digest",
@@ -47,6 +47,8 @@ __all__ = [
 
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 _MAX_DEPTH: Final = 128
+_PLAIN: Final = frozenset({str, type(None), bool})
+_PLAIN_OR_INT: Final = _PLAIN | {int}
 
 _encode_sorted: Final = msgspec.json.Encoder(order="sorted").encode
 _encode_str: Final[Callable[[str], str]] = encode_basestring
@@ -69,19 +71,33 @@ def canonicalize(value: object) -> bytes:
     CanonicalError on NaN or infinities, integers beyond ±(2**53 - 1), lone surrogates,
     non-str keys, nesting deeper than 128 and any other type.
     """
-    return _canonical(value, {})
+    return _canonical(value)
 
 
-def canonicalize_all(values: Sequence[object]) -> list[bytes]:
-    """The canonical forms of several values that share parts, each shared container
-    validated once (Data Integrity canonicalizes a document, its proof options and, for
-    the chain, the two together)."""
-    seen: dict[int, bool] = {}
-    return [_canonical(v, seen) for v in values]
+def canonicalize_minus(obj: Mapping[str, object], member: str, inner: str) -> tuple[bytes, ...]:
+    """Canonical forms of ``obj``, of ``obj`` without ``member``, and of the object
+    ``obj[member]`` without its ``inner`` — for Data Integrity: the secured document,
+    the unsecured document, the proof options — validating the document once.
+
+    Once the whole object passed the fast-path check, every object built from a subset
+    of its members (or of its members' members) passes too: its keys are a subset, its
+    values were checked. So the two smaller forms are encoded without another walk.
+    """
+    part = obj.get(member)
+    without = {k: v for k, v in obj.items() if k != member}
+    if not isinstance(part, dict):
+        return canonicalize(obj), canonicalize(without), canonicalize(part)
+    options = {k: v for k, v in part.items() if k != inner}
+    if type(obj) is dict and type(part) is dict and _fast_ok(obj, 0):
+        try:
+            return _encode_sorted(obj), _encode_sorted(without), _encode_sorted(options)
+        except UnicodeEncodeError as exc:
+            raise CanonicalError(f"string holds a lone surrogate: {exc.reason}") from exc
+    return canonicalize_exact(obj), canonicalize_exact(without), canonicalize_exact(options)
 
 
-def _canonical(value: object, seen: dict[int, bool]) -> bytes:
-    if _fast_ok(value, 0, seen):
+def _canonical(value: object) -> bytes:
+    if _fast_ok(value, 0):
         try:
             return _encode_sorted(value)
         except UnicodeEncodeError as exc:
@@ -99,50 +115,50 @@ def canonicalize_exact(value: object) -> bytes:
         raise CanonicalError(f"string holds a lone surrogate: {exc.reason}") from exc
 
 
-def _fast_ok(value: object, depth: int, seen: dict[int, bool]) -> bool:
+def _fast_ok(value: object, depth: int) -> bool:
     """Validate ``value``; True when the fast encoder writes its exact JCS bytes.
 
-    ``seen`` remembers containers already walked in this call (by id: the caller holds
-    every value alive, so no id is reused meanwhile).
+    This walk is most of what canonicalization costs, so it leans on C-level helpers:
+    one ``set(map(type, ...))`` per container decides whether a Python loop is needed.
     """
-    if depth > _MAX_DEPTH:
-        raise CanonicalError(f"nesting deeper than {_MAX_DEPTH}")
     t = type(value)
-    if t is str or value is None or t is bool:
-        return True
-    if t is int:
-        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER  # type: ignore[operator]
-    if t is float:
-        _check_float(value)  # type: ignore[arg-type]
-        return False
-    known = seen.get(id(value))
-    if known is not None:
-        return known
     if t is dict:
-        ok = True
         d: dict[Any, Any] = value  # type: ignore[assignment]
         try:
             keys = "".join(d)
         except TypeError:
             raise CanonicalError(_bad_keys(d)) from None
-        if not keys.isascii() and max(keys) > "\ud7ff":
-            ok = False  # code-point and UTF-16 orders may differ: exact path
-        items = d.values()
+        # Past U+D7FF, code-point and UTF-16 orders may differ: exact path.
+        ok = keys.isascii() or max(keys, default="") <= "\ud7ff"
+        items: Iterable[Any] = d.values()
     elif t is list or t is tuple:
         ok = True
         items = value  # type: ignore[assignment]
+    elif t is str or value is None or t is bool:
+        return True
+    elif t is int:
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER  # type: ignore[operator]
+    elif t is float:
+        _check_float(value)  # type: ignore[arg-type]
+        return False
     else:
         return _fast_ok_subclass(value, depth)
+    if depth > _MAX_DEPTH:
+        raise CanonicalError(f"nesting deeper than {_MAX_DEPTH}")
+    kinds = set(map(type, items))
+    if kinds <= _PLAIN:
+        return ok  # only strings, null and booleans: nothing to check (the common case)
+    if kinds <= _PLAIN_OR_INT:
+        ints = items if len(kinds) == 1 else [v for v in items if type(v) is int]
+        return ok and min(ints) >= -MAX_SAFE_INTEGER and max(ints) <= MAX_SAFE_INTEGER
     for v in items:
         tv = type(v)
         if tv is str:
             continue
-        if tv is int:
-            if not -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER:
-                ok = False
-        elif not _fast_ok(v, depth + 1, seen):
+        if tv is int and -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER:
+            continue
+        if not _fast_ok(v, depth + 1):
             ok = False
-    seen[id(value)] = ok
     return ok
 
 

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
+
 from protocol.canonical import digest
 from protocol.entries import (
     GENESIS,
@@ -52,9 +54,11 @@ __all__ = [
     "entry_digest",
     "entry_id",
     "genesis",
+    "key_history",
     "key_id",
     "make_entry",
     "rotation",
+    "state_before",
     "verify_chain",
     "verify_next",
 ]
@@ -119,8 +123,7 @@ def rotation(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class KeySpan:
+class KeySpan(msgspec.Struct, frozen=True):
     """Key ``key_id`` was the valid signing key from ``from_seq`` through ``to_seq``."""
 
     key_id: str
@@ -129,8 +132,7 @@ class KeySpan:
     to_seq: int | None = None  # None: still valid
 
 
-@dataclass(frozen=True, slots=True)
-class ChainState:
+class ChainState(msgspec.Struct, frozen=True):
     """Where a verified chain stands after its latest entry."""
 
     actor: str
@@ -151,8 +153,7 @@ class ChainState:
         raise AssertionError("key spans cover every verified seq")  # pragma: no cover
 
 
-@dataclass(frozen=True, slots=True)
-class CheckedEntry:
+class CheckedEntry(msgspec.Struct, frozen=True):
     """What the stateless half learned about one entry."""
 
     envelope: Envelope
@@ -270,16 +271,60 @@ def verify_chain(entries: Sequence[Mapping[str, Any]]) -> ChainState:
 def declared_keys(entries: Iterable[Mapping[str, Any]]) -> dict[str, VerifyKey]:
     """Every key the entries introduce, by id (first one wins), for ``check_entry`` run in
     parallel ahead of ``advance``; advance still decides which key was valid when."""
-    found: dict[str, VerifyKey] = {}
+    return {kid: key for _, kid, key in reversed(key_history(entries))}
+
+
+def key_history(entries: Iterable[Mapping[str, Any]]) -> list[tuple[int, str, VerifyKey]]:
+    """(seq, key id, key) of every well-formed Genesis and KeyRotation, in input order.
+
+    Unverified: what the entries *claim*. ``state_before`` builds on it, and verification
+    proper decides whether the claims hold.
+    """
+    found = []
     for entry in entries:
         if entry.get("type") not in (GENESIS, KEY_ROTATION):
             continue
         try:
-            kid, key = read_new_key(entry, read_envelope(entry))
+            env = read_envelope(entry)
+            kid, key = read_new_key(entry, env)
         except ChainError:
             continue
-        found.setdefault(kid, key)
+        found.append((env.seq, kid, key))
     return found
+
+
+def state_before(
+    actor: str, seq: int, head: str, history: Sequence[tuple[int, str, VerifyKey]]
+) -> ChainState:
+    """The state verification reaches after seq - 1 *if* entries 0..seq-1 are valid, with
+    ``head`` their last digest and ``history`` their key_history.
+
+    This splits a long chain into segments checked independently (in parallel): verify
+    each segment with verify_next from its assumed start, then, in order, require each
+    segment's assumed start to equal the state the previous segment ended in. By
+    induction that is exactly verify_chain over the whole; a segment whose assumption
+    fails is simply re-verified from the true state.
+    """
+    if seq < 1:
+        raise ChainError("a state before seq 0 is no state: start from None", actor=actor, seq=seq)
+    claims = sorted((s, kid, key) for s, kid, key in history if s < seq)
+    if not claims or claims[0][0] != 0:
+        raise ChainError("no genesis key before this seq", actor=actor, seq=seq, code="bad_genesis")
+    spans = []
+    for i, (s, kid, key) in enumerate(claims):
+        start = 0 if s == 0 else s + 1
+        end = claims[i + 1][0] if i + 1 < len(claims) else None
+        spans.append(KeySpan(kid, key, start, end))
+    last = spans[-1]
+    return ChainState(
+        actor,
+        seq,
+        head,
+        last.key,
+        last.key_id,
+        frozenset(span.key_id for span in spans[:-1]),
+        tuple(spans),
+    )
 
 
 # --- auditing many chains at once -------------------------------------------------------

@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Final
 
-from protocol.canonical import canonicalize, canonicalize_all
+from protocol.canonical import canonicalize, canonicalize_minus
 from protocol.errors import CanonicalError, KeyFormatError, ProofError
 from protocol.keys import SigningKey, VerifyKey, b58decode, b58encode
 
@@ -146,10 +146,8 @@ def verified_digest(
         dlist = dctx if isinstance(dctx, list) else [dctx]
         if dlist[: len(plist)] != plist:
             raise ProofError("the proof's @context is not a prefix of the document's @context")
-    config = {k: v for k, v in proof.items() if k != "proofValue"}
-    unsecured = {k: v for k, v in document.items() if k != "proof"}
     try:
-        config_c, unsecured_c, secured_c = canonicalize_all((config, unsecured, document))
+        secured_c, unsecured_c, config_c = canonicalize_minus(document, "proof", "proofValue")
     except CanonicalError as exc:
         raise ProofError(f"cannot canonicalize: {exc.detail}") from exc
     sha256 = hashlib.sha256

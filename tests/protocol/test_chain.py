@@ -19,9 +19,11 @@ from protocol.chain import (
     declared_keys,
     entry_digest,
     genesis,
+    key_history,
     key_id,
     make_entry,
     rotation,
+    state_before,
     verify_chain,
     verify_next,
 )
@@ -424,3 +426,54 @@ def test_any_flipped_byte_in_any_entry_is_detected(data: st.DataObject) -> None:
 
 def test_untampered_flip_chain_verifies() -> None:
     assert verify_chain(FLIP_CHAIN).next_seq == len(FLIP_CHAIN)
+
+
+# --- segments verified independently, stitched in order --------------------------------
+
+
+def _segmented(entries: list[dict[str, Any]], size: int) -> ChainState:
+    history = key_history(entries)
+    state: ChainState | None = None
+    for lo in range(0, len(entries), size):
+        segment = entries[lo : lo + size]
+        start = None if lo == 0 else state_before(A, lo, entry_digest(entries[lo - 1]), history)
+        end = start
+        for entry in segment:  # this loop may run anywhere, in any order
+            end = verify_next(end, entry)
+        if start != state:  # the stitch: assumptions must match what came before
+            for entry in segment:
+                state = verify_next(state, entry)
+        else:
+            state = end
+    assert state is not None
+    return state
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7])
+def test_segments_stitch_to_the_sequential_state(size: int) -> None:
+    chain = Builder()
+    for i in range(9):
+        if i in (2, 6):
+            chain.rotate([K1, K2][i // 4])
+        else:
+            chain.add()
+    assert _segmented(chain.entries, size) == verify_chain(chain.entries)
+
+
+def test_state_before_is_only_an_assumption() -> None:
+    chain = Builder()
+    chain.add()
+    chain.rotate(K1)
+    chain.add()
+    history = key_history(chain.entries)
+    assumed = state_before(A, 3, entry_digest(chain.entries[2]), history)
+    assert assumed == verify_chain(chain.entries[:3])
+    forged = key_history(
+        [*chain.entries[:2], rotation(A, 2, "0" * 64, K2, key_id(A, 0), K2.verify_key, T0)]
+    )
+    wrong = state_before(A, 3, entry_digest(chain.entries[2]), forged)
+    assert wrong != verify_chain(chain.entries[:3])  # the stitch would catch it
+    with pytest.raises(ChainError):
+        state_before(A, 0, "0" * 64, history)
+    with pytest.raises(ChainError):
+        state_before(A, 3, "0" * 64, history[1:])

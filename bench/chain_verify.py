@@ -1,0 +1,185 @@
+"""Chain verification throughput against raw Ed25519 verification on the same machine.
+
+Builds one actor's chain of ~1 KiB signed entries with protocol/ (not timed), then
+measures in one run:
+  (a) raw PyNaCl Ed25519 verifies/s on ~1 KiB messages (the floor), measured in slices
+      interleaved with (b) so that load from anything else on the machine hits both alike;
+  (b) chain entries verified/s by protocol.chain.verify_next on one core
+      (envelope + canonicalize + hash + verify + link check);
+  (c) b / a;
+and with --workers N (default: all cores), entries/s when N forked workers each verify
+segments of the chain with the same verify_next, every segment starting from the state
+protocol.chain.state_before says the entries before it lead to, while this process
+checks, in order, that each segment's assumed start is the state the previous segment
+really ended in (a mismatch is re-verified here from the true state). The parallel run
+must end in the same ChainState as the sequential one.
+
+    python bench/chain_verify.py [--quick] [--workers N] [--entries N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from protocol.canonical import canonicalize
+from protocol.chain import (
+    ChainState,
+    entry_digest,
+    genesis,
+    key_history,
+    key_id,
+    make_entry,
+    rotation,
+    state_before,
+    verify_next,
+)
+from protocol.errors import ChainError
+from protocol.keys import SigningKey, VerifyKey
+
+ACTOR = "http://127.0.0.1:8000/actor"
+SEGMENT = 2500
+
+# Set before the worker pool forks, so workers read the entries without any transfer.
+ENTRIES: list[dict[str, Any]] = []
+HISTORY: list[tuple[int, str, VerifyKey]] = []
+
+
+def build_chain(count: int) -> list[dict[str, Any]]:
+    """A chain of ``count`` entries of ~1 KiB, with one key rotation in the middle."""
+    keys = [SigningKey.from_seed(bytes([n + 1]) * 32) for n in range(2)]
+    key, kid = keys[0], key_id(ACTOR, 0)
+    entries = [genesis(ACTOR, "Bench chapter", "chapter", key, "2026-11-26T14:00:00Z")]
+    head = entry_digest(entries[0])
+    for seq in range(1, count):
+        published = f"2026-11-26T{14 + seq // 3600 % 10:02d}:{seq // 60 % 60:02d}:{seq % 60:02d}Z"
+        if seq == count // 2:
+            entry = rotation(ACTOR, seq, head, key, kid, keys[1].verify_key, published)
+            key, kid = keys[1], key_id(ACTOR, seq)
+        else:
+            body = {
+                "type": "Tally",
+                "proposal": f"{ACTOR}/proposals/{seq // 7}",
+                "counts": {"agree": seq % 97, "abstain": seq % 13, "disagree": seq % 31},
+                "cast": seq % 97 + seq % 13 + seq % 31,
+                "eligible": 200,
+                "ballots_root": f"{seq:064x}",
+                "roster_size": 200,
+                "summary": f"Tally {seq}: " + "the chapter met and voted on the proposal. " * 2,
+            }
+            entry = make_entry(
+                body, actor=ACTOR, seq=seq, prev=head, key=key, key_id=kid, published=published
+            )
+        entries.append(entry)
+        head = entry_digest(entry)
+    return entries
+
+
+def raw_verify_time(messages: list[tuple[nacl.signing.VerifyKey, bytes, bytes]], n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        vk, message, signature = messages[i % len(messages)]
+        vk.verify(message, signature)
+    return time.perf_counter() - start
+
+
+def sequential(
+    entries: list[dict[str, Any]], messages: list[tuple[nacl.signing.VerifyKey, bytes, bytes]]
+) -> tuple[ChainState, float, float]:
+    """Chain verification on one core, interleaved slice by slice with the raw floor so
+    that whatever else the machine does falls on both alike. Returns (state, raw/s, chain/s)."""
+    state: ChainState | None = None
+    raw_time = chain_time = 0.0
+    step = max(1, len(entries) // 40)
+    for lo in range(0, len(entries), step):
+        raw_time += raw_verify_time(messages, min(step, len(entries) - lo))
+        start = time.perf_counter()
+        for entry in entries[lo : lo + step]:
+            state = verify_next(state, entry)
+        chain_time += time.perf_counter() - start
+    assert state is not None
+    return state, len(entries) / raw_time, len(entries) / chain_time
+
+
+def _verify_segment(bounds: tuple[int, int]) -> tuple[ChainState | None, ChainState | str]:
+    """Worker: verify entries[lo:hi] with verify_next from the state they assume."""
+    lo, hi = bounds
+    start = None if lo == 0 else state_before(ACTOR, lo, entry_digest(ENTRIES[lo - 1]), HISTORY)
+    state = start
+    try:
+        for entry in ENTRIES[lo:hi]:
+            state = verify_next(state, entry)
+    except ChainError as exc:
+        return start, str(exc)
+    assert state is not None
+    return start, state
+
+
+def parallel(workers: int) -> tuple[ChainState, float]:
+    """Segments verified by the workers; here, in order, each segment's assumed start
+    must be the state the previous one ended in (else it is re-verified from that)."""
+    bounds = [(lo, min(lo + SEGMENT, len(ENTRIES))) for lo in range(0, len(ENTRIES), SEGMENT)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pool.map(len, [()] * workers)  # workers are up before the clock starts
+        start = time.perf_counter()
+        state: ChainState | None = None
+        for (lo, hi), (assumed, end) in zip(
+            bounds, pool.imap(_verify_segment, bounds), strict=True
+        ):
+            if assumed != state:
+                for entry in ENTRIES[lo:hi]:  # the assumption was wrong: verify it here
+                    state = verify_next(state, entry)
+                continue
+            if isinstance(end, str):
+                raise SystemExit(f"chain invalid: {end}")
+            state = end
+        elapsed = time.perf_counter() - start
+    assert state is not None
+    return state, len(ENTRIES) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10,000 entries, under 30 s")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--entries", type=int, default=None)
+    args = parser.parse_args()
+    count = args.entries or (10_000 if args.quick else 100_000)
+
+    t0 = time.perf_counter()
+    ENTRIES[:] = build_chain(count)
+    HISTORY[:] = key_history(ENTRIES)
+    size = sum(len(canonicalize(e)) for e in ENTRIES[1:101]) / 100
+    print(f"built {count} entries, ~{size:.0f} bytes each, in {time.perf_counter() - t0:.1f} s")
+
+    signer = SigningKey.from_seed(bytes(32))
+    vk = nacl.signing.VerifyKey(bytes(signer.verify_key))
+    messages = [(vk, m, signer.sign(m)) for m in (canonicalize(e) for e in ENTRIES[:1000])]
+    raw_verify_time(messages, 1000)  # warm up
+    state, raw, chain_rate = sequential(ENTRIES, messages)
+    pstate, parallel_rate = parallel(args.workers)
+    assert pstate == state, "parallel and sequential verification disagree"
+
+    ratio, pratio = chain_rate / raw, parallel_rate / raw
+    print(f"(a) raw PyNaCl Ed25519 verify, ~1 KiB messages: {raw:10.0f} /s  (floor)")
+    print(f"(b) chain entries verified, 1 core:             {chain_rate:10.0f} /s")
+    print(f"(c) ratio b/a:                                  {ratio:10.2f}    (target >= 0.70)")
+    print(f"    chain entries verified, {args.workers} workers:          {parallel_rate:10.0f} /s")
+    print(f"    ratio parallel/a:                           {pratio:10.2f}    (target >= 1.60)")
+    print(
+        f"RESULT raw_verify_per_s={raw:.0f} chain_per_s={chain_rate:.0f} ratio={ratio:.3f} "
+        f"parallel_per_s={parallel_rate:.0f} parallel_ratio={pratio:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
