@@ -5,7 +5,7 @@
 - the read-only federation routes (federation/routes.py) over the node's chain,
   identity and followers;
 - the verified inbox at ``POST /inbox`` (federation/inbox.py) with the handler
-  table: Follow / Accept / Undo go to federation/follow.py; other layers add theirs
+  table: Follow / Accept / Reject / Undo go to federation/follow.py; other layers add theirs
   to ``app[INBOX_HANDLERS_KEY]`` before the app starts;
 - the durable delivery worker (federation/delivery.py);
 - one FederationClient (signed with the node's RSA key, SSRF guard per config) and

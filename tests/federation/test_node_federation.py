@@ -237,7 +237,7 @@ async def test_region_and_chapters_discover_join_accept_and_leave(nodes: dict[st
         await _eventually(both_followers)
 
 
-def test_join_names_bad_regions_clearly(nodes: dict[str, Node], tmp_path: Path) -> None:
+def test_join_names_bad_regions_clearly(nodes: dict[str, Node]) -> None:
     a, region = nodes["a"], nodes["region"]
     cases = [
         (f"acct:nobody@127.0.0.1:{region.port}", "not_found"),
@@ -251,6 +251,11 @@ def test_join_names_bad_regions_clearly(nodes: dict[str, Node], tmp_path: Path) 
         )
         assert done.returncode == 1, done.stdout
         assert json.loads(done.stderr)["error"] == code, done.stderr
+    # Without --allow-private-network a region on loopback is refused (SSRF guard).
+    blocked = _glue("join_command", region.url, "--data", str(a.data), "--json")
+    assert blocked.returncode == 1
+    answer = json.loads(blocked.stderr)
+    assert answer["error"] == "blocked_address" and "127.0.0.1" in answer["detail"]
 
 
 def _member(node: Node, name: str, role: str) -> str:
