@@ -32,6 +32,7 @@ class Appended:
 
 
 ExtraWrites = Callable[[Tx, Appended], Awaitable[None]]
+AppendHook = Callable[[Tx, Appended], Awaitable[None]]
 
 
 class Ledger:
@@ -39,6 +40,9 @@ class Ledger:
         self._db = db
         self._identity = identity
         self._clock = clock
+        # Called inside the appending transaction for every new entry (seq > 0), so a
+        # layer that must act on entries (federation queues deliveries) commits with them.
+        self.on_append: list[AppendHook] = []
 
     async def append_in(self, tx: Tx, body: dict[str, Any]) -> Appended:
         """Sign `body` as the next entry and store it in the open transaction `tx`."""
@@ -56,7 +60,10 @@ class Ledger:
             key_id=self._identity.key_id,
             published=published,
         )
-        return await self._store(tx, seq, built, published)
+        appended = await self._store(tx, seq, built, published)
+        for hook in self.on_append:
+            await hook(tx, appended)
+        return appended
 
     async def _store(self, tx: Tx, seq: int, built: Any, published: str) -> Appended:
         entry: dict[str, Any] = msgspec.to_builtins(built)

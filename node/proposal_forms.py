@@ -92,6 +92,7 @@ class ProposalView(msgspec.Struct, frozen=True, kw_only=True):
     object_id: str | None
     voters: int
     created_at: str
+    origin: str | None = None
 
 
 def view_of(row: Row, spec: ballots.ProposalSpec, url: str, voters: int) -> ProposalView:
@@ -117,6 +118,7 @@ def view_of(row: Row, spec: ballots.ProposalSpec, url: str, voters: int) -> Prop
         object_id=row["object_id"],
         voters=voters,
         created_at=row["created_at"],
+        origin=row["origin"],
     )
 
 

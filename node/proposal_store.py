@@ -24,6 +24,10 @@ async def get_proposal_tx(tx: Tx, proposal_id: str) -> Row | None:
     return await tx.fetchone(f"{_PROPOSAL} WHERE id = ?", (proposal_id,))
 
 
+async def by_object_id(db: Database, object_id: str) -> Row | None:
+    return await db.fetchone(f"{_PROPOSAL} WHERE object_id = ?", (object_id,))
+
+
 async def list_proposals(db: Database) -> list[Row]:
     return await db.fetchall(f"{_PROPOSAL} ORDER BY created_at DESC, id")
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -115,6 +116,53 @@ class Proposals:
         self.changed.set()
         return await self.get(proposal_id)
 
+    async def adopt_regional(
+        self, question: Mapping[str, Any], *, digest: str, status: str = "open"
+    ) -> ProposalView:
+        """Hold a region's (already verified) `Question` entry as a local proposal.
+
+        The chapter's members vote on it here and the chapter's `Tally` names the
+        region's entry (`proposal` = its id, `proposal_digest` = `digest`). Nothing is
+        appended to this node's chain: the Question is the region's. Idempotent on
+        the entry id. `status` is "open" (vote at once) or "draft" (an organizer opens).
+        """
+        object_id = question.get("id")
+        origin = question.get("actor")
+        if not isinstance(object_id, str) or not isinstance(origin, str):
+            raise BadRequest("a regional Question needs its entry 'id' and 'actor'")
+        spec = ballots.parse_spec(question)
+        if spec.scope != "regional":
+            raise BadRequest(f"{object_id} is not a regional proposal")
+        if status not in ("open", "draft"):
+            raise BadRequest(f"an adopted proposal starts open or draft, not {status}")
+        existing = await proposal_store.by_object_id(self._db, object_id)
+        if existing is not None:
+            return await self.get(existing["id"])
+        closes_at = question.get("closesAt") or question.get("endTime")
+        closes_ts = (
+            parse_rfc3339(closes_at, field="closesAt") if isinstance(closes_at, str) else None
+        )
+        proposal_id = "p-" + secrets.token_hex(8)
+        fields: dict[str, Any] = {
+            "id": proposal_id,
+            "title": str(question.get("name") or object_id),
+            "body": str(question.get("content") or ""),
+            "spec": msgspec.json.encode(spec).decode(),
+            "closes_at": None if closes_ts is None else rfc3339(closes_ts),
+            "closes_ts": closes_ts,
+            # a draft keeps its object id aside until an organizer opens it
+            "status": status,
+            "created_by": None,
+            "created_at": rfc3339(self._clock()),
+            "object_id": object_id,
+            "origin": origin,
+            "question_digest": digest,
+        }
+        async with self._db.write() as tx:
+            await proposal_store.insert_proposal(tx, fields)
+        self.changed.set()
+        return await self.get(proposal_id)
+
     async def open(self, actor: Member, proposal_id: str) -> ProposalView:
         require_role(actor, "organizer", "opening a proposal")
         async with self._db.write() as tx:
@@ -205,6 +253,9 @@ class Proposals:
     async def _open_in(self, tx: Tx, proposal_id: str) -> None:
         row = await self._row_tx(tx, proposal_id)
         status = next_status(proposal_id, row["status"], "open")
+        if row["origin"] is not None:  # a region's proposal: its Question is theirs
+            await proposal_store.update_proposal(tx, proposal_id, {"status": status})
+            return
         url = self.url_of(proposal_id)
         body = question_body(row, self._spec(row), url)
         entry = await self._ledger.append_in(tx, body)
@@ -230,7 +281,9 @@ class Proposals:
         counts = counting.count(spec, typed, eligible=roster_size)
         result = counting.outcome(spec, counts, len(typed), roster_size)
         size, ballots_hex = ballots.ballots_root(b["receipt"] for b in last)
-        question_digest = await chain_store.digest_at(tx, row["question_seq"])
+        question_digest = row["question_digest"] or await chain_store.digest_at(
+            tx, row["question_seq"]
+        )
         tally = protocol_tally.Tally(
             chapter=self._identity.actor,
             proposal=row["object_id"],
@@ -252,7 +305,7 @@ class Proposals:
             "tally": msgspec.json.encode(tally_entry.entry).decode(),
             "tally_seq": tally_entry.seq,
         }
-        if spec.scope == "local":
+        if spec.scope == "local" and row["origin"] is None:
             # A local proposal is decided by its own signed tally: the Tally entry
             # carries the outcome, so no second entry restates it (Decision entries
             # are the regional aggregation's, protocol.md §8.5).

