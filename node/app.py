@@ -20,9 +20,14 @@ set here before the app starts, nothing in module globals:
   as the next chain entry and runs `await extra(tx, appended)` in the same
   transaction (appended has `seq`, `digest`, `entry`); `ledger.append_in(tx, body)`
   does the same inside a transaction the caller holds; `await ledger.entries(start,
-  limit)` lists signed entries oldest first (the outbox).
-- `MEMBERS_KEY`, `PROPOSALS_KEY` → the services the JSON API and pages call
-  (`Proposals.record_decision` marks a regional proposal decided).
+  limit)` lists signed entries oldest first (the outbox). Hooks appended to
+  `ledger.on_append` run as `await hook(tx, appended)` inside the transaction of every
+  new entry (seq > 0) this process appends: queue deliveries there and they commit
+  with the entry, or fail it.
+- `MEMBERS_KEY`, `PROPOSALS_KEY` → the services the JSON API and pages call.
+  For federation: `Proposals.adopt_regional(question_entry, digest=...)` holds a
+  region's verified Question on a chapter (idempotent; the chapter's Tally then names
+  it), `Proposals.record_decision(id, decision, verification)` marks it decided.
 """
 
 from __future__ import annotations
