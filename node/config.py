@@ -39,6 +39,8 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     # Ballots committed per SQLite transaction at most (durable group commit).
     group_commit_max: int = 512
     log_level: str = "INFO"
+    # Honour X-Forwarded-Proto/Host only behind a proxy that sets them (node/ops.py).
+    trust_forwarded: bool = False
 
     @property
     def database_path(self) -> Path:
@@ -55,6 +57,7 @@ OPTION_HELP: dict[str, str] = {
     "reader_connections": "SQLite read-only connections beside the single writer",
     "group_commit_max": "most ballots committed in one transaction",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "trust_forwarded": "trust X-Forwarded-Proto/Host from a reverse proxy in front of the node",
 }
 
 
