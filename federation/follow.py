@@ -155,6 +155,14 @@ class FollowService:
     def __init__(self, host: Host, actors: ActorCache) -> None:
         self.host = host
         self.actors = actors
+        # Called after a transaction that queued a delivery has committed, so a
+        # running delivery worker sends it now rather than at its next poll.
+        self.on_queued: Callable[[], None] = lambda: None
+
+    async def _write_queued(self, job: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        result = await self.host.write(job)
+        self.on_queued()
+        return result
 
     # --- chapter side ---------------------------------------------------------------
 
@@ -178,7 +186,7 @@ class FollowService:
             )
             return row
 
-        return await self.host.write(job)
+        return await self._write_queued(job)
 
     async def leave(self, region: str, *, nonce: str) -> Following:
         """Undo the Follow of ``region`` (queued), and stop counting it as our region."""
@@ -195,7 +203,7 @@ class FollowService:
             await store.enqueue(conn, undo, [current.inbox])
             return row
 
-        return await self.host.write(job)
+        return await self._write_queued(job)
 
     async def on_accept(self, activity: dict[str, Any], sender: str) -> Following:
         """An Accept from a region we asked to follow (already verified by the inbox)."""
@@ -307,7 +315,7 @@ class FollowService:
             await store.enqueue(conn, refusal, [store.Recipient(row.inbox, row.shared_inbox)])
             return row
 
-        return await self.host.write(job)
+        return await self._write_queued(job)
 
     async def on_undo(self, activity: dict[str, Any], sender: str) -> Follower | None:
         """Undo Follow: the sender stops following. Undo of anything else is not ours."""
@@ -346,7 +354,7 @@ class FollowService:
             await follow_store.put_follower(conn, row)
             return row
 
-        return await self.host.write(job)
+        return await self._write_queued(job)
 
     async def _resend_accept(self, conn: aiosqlite.Connection, current: Follower) -> None:
         if current.accept_seq is not None:
@@ -356,7 +364,7 @@ class FollowService:
     async def _accept(self, follower: RemoteActor, follow_id: str) -> Follower:
         existing = await self.host.write(lambda conn: follow_store.follower(conn, follower.id))
         if existing is not None and existing.state == "accepted":
-            await self.host.write(lambda conn: self._resend_accept(conn, existing))
+            await self._write_queued(lambda conn: self._resend_accept(conn, existing))
             return existing
         if existing is not None:
             _step(
@@ -385,4 +393,5 @@ class FollowService:
             result.append(row)
 
         await self.host.append_entry(accept_body(follow_id, follower.id), extra)
+        self.on_queued()
         return result[0]

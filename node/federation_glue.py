@@ -175,6 +175,14 @@ async def _federation(app: web.Application) -> AsyncIterator[None]:
     client = _client(services)
     actors = await ActorCache.open(services.config.database_path, client)
     service = FollowService(NodeHost(services), actors)
+
+    def wake_delivery() -> None:
+        # The worker starts after this context; until then its next start reads the queue.
+        worker = app.get(DELIVERY_KEY)
+        if worker is not None:
+            worker.wake()
+
+    service.on_queued = wake_delivery
     app[CLIENT_KEY] = client
     app[ACTORS_KEY] = actors
     app[FOLLOW_KEY] = service
