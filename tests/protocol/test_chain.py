@@ -477,3 +477,51 @@ def test_state_before_is_only_an_assumption() -> None:
         state_before(A, 0, "0" * 64, history)
     with pytest.raises(ChainError):
         state_before(A, 3, "0" * 64, history[1:])
+
+
+# --- the worked example of docs/protocol.md §5.3 ----------------------------------------
+
+
+def test_worked_example_in_the_protocol_document() -> None:
+    actor = "https://north.example/actor"
+    key = SigningKey.from_seed(bytes([1]) * 32)
+    g = genesis(actor, "North Chapter", "chapter", key, "2026-11-26T14:00:00Z")
+    e1 = make_entry(
+        roster_change_body("add", "m-1", "organizer"),
+        actor=actor,
+        seq=1,
+        prev=entry_digest(g),
+        key=key,
+        key_id=key_id(actor, 0),
+        published="2026-11-26T14:05:00Z",
+    )
+    assert key.verify_key.multibase == "z6Mkon3Necd6NkkyfoGoHxid2znGc59LU3K7mubaRcFbLfLX"
+    expected = [
+        (
+            "z3XV7Z2y9QLToZGZGg9prLpc4MB5VuFV4pSajPEkFGLhVQ9Hfdhp3SvR9u2rdhEkiwgoEQnhFDWRy8a89bEDXYH2U",
+            "28cab402aad9d3fc7e873524b4c85e42e05116443032e62a42e72375b92f0bfd",
+            "0f0a7be3f55f72db17e856a6ca3378ad3482f7a7e9a458a3238d2cd313754fdd",
+            "6e7bfd9463edf8b5d41c9c5b293b0f5807bee684f7bdf4227a196da97dd49a94",
+        ),
+        (
+            "zh79AJM6K4qGHjS1NzXCFd1AZEUXSoU2d2KgC8sqJZJ9r7WhyHJkbUoeqWmzPtZS7uDyPJAJVSMWzUee1uxTz25J",
+            "2b777828179ee3c52c99b15a9a11335bcc5759a081acbf2d9aa513aedc9ffb13",
+            "b491b624e7a4ea40d98af0baca5ffd39513dfe7faec6a79ffa680950f32f1df5",
+            "3b16f2eda97f18fccbae5cd736660e6737501102c023693692730ed034e05ccb",
+        ),
+    ]
+    for entry, (proof_value, options_hash, document_hash, entry_hash) in zip(
+        (g, e1), expected, strict=True
+    ):
+        options = {k: v for k, v in entry["proof"].items() if k != "proofValue"}
+        document = {k: v for k, v in entry.items() if k != "proof"}
+        assert entry["proof"]["proofValue"] == proof_value
+        assert digest(options) == options_hash
+        assert digest(document) == document_hash
+        assert entry_digest(entry) == entry_hash
+    assert e1["prev"] == expected[0][3]
+    assert verify_chain([g, e1]).head == expected[1][3]
+    tampered = copy.deepcopy(e1)
+    tampered["role"] = "admin"
+    with pytest.raises(ChainError, match="bad_proof"):
+        verify_chain([g, tampered])
