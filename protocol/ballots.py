@@ -119,9 +119,8 @@ def parse_fraction(text: object, name: str = "fraction") -> Fraction:
 
 def validate_spec(spec: ProposalSpec) -> ProposalSpec:
     """Check a spec is countable; return it unchanged or raise BallotError saying why."""
-    spec.threshold_fraction  # noqa: B018 - parsing is the check
-    spec.quorum_fraction  # noqa: B018
-    spec.min_chapters_fraction  # noqa: B018
+    for name in ("threshold", "quorum", "min_chapters"):
+        parse_fraction(getattr(spec, name), name)
     if spec.method == "consent":
         if spec.options:
             raise BallotError("a consent proposal has no options; its choices are fixed")
