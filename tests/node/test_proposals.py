@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nodekit import FakeClock
 
 from node.clock import rfc3339
@@ -176,3 +178,38 @@ async def test_append_hooks_commit_or_fail_with_the_entry(services: NodeServices
     entries = await services.ledger.entries()
     assert seen == [1, 2] and [e["type"] for e in entries] == ["Genesis", "RosterChange"]
     assert await services.proposals.all() == []  # no effect without its entry
+
+
+VOTES = st.lists(
+    st.tuples(st.integers(0, 4), st.sampled_from(["agree", "abstain", "disagree", "block"])),
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(votes=VOTES)
+async def test_the_tally_counts_each_members_last_ballot(
+    services: NodeServices, votes: list[tuple[int, str]]
+) -> None:
+    # Each example runs on a fresh proposal of the same node (the fixture is shared).
+    roster_now = await services.members.all()
+    org = next((m for m in roster_now if m.role == "organizer"), None)
+    if org is None:
+        org = (await services.members.add("Olu", "organizer")).member
+        voters = [(await services.members.add(f"v{i}")).member for i in range(5)]
+    else:
+        voters = [m for m in roster_now if m.role == "member"]
+    p = await services.proposals.create(org, NewProposal(title="Prop", method="consent"))
+    last: dict[str, str] = {}
+    for who, choice in votes:
+        await services.proposals.cast(voters[who], p.id, {"choice": choice})
+        last[voters[who].id] = choice
+    closed = await services.proposals.close(org, p.id)
+    assert closed.tally is not None
+    expected = {c: list(last.values()).count(c) for c in ("agree", "abstain", "disagree", "block")}
+    assert closed.tally["counts"] == expected
+    assert closed.tally["cast"] == len(last) and closed.tally["eligible"] == 6
