@@ -1,0 +1,517 @@
+"""Running a node for real: health, metrics, a reverse proxy in front, backup and restore.
+
+Theory of operation.
+
+- `GET /healthz` answers 200 while a reader connection can query the database and 503
+  when it cannot (what a container runtime or systemd watchdog restarts on); it also
+  says how deep the delivery queue is and what the last delivery error was, because a
+  node that cannot reach its region is up but not well.
+- `GET /metrics` is the Prometheus text exposition format 0.0.4. Counters (requests by
+  status, inbox verification failures) live in the app (`METRICS_KEY`) and restart at
+  zero with the process, as Prometheus expects of `_total` series; gauges (ballots,
+  chain length, proposals, deliveries) are read from SQLite at scrape time, so they
+  are true across restarts and across processes sharing the file.
+- Behind a proxy the node still names itself by the URL it was created with: ids and
+  signatures never depend on request headers. `trust_forwarded` only lets the inbox
+  see the Host and scheme the sender signed (draft-cavage signs `host`), when a proxy
+  such as nginx passes the upstream's own address in `Host`.
+- `convene backup` copies the live database with SQLite's online backup API in one
+  step (one read transaction, so the copy is one consistent point in time; in WAL
+  mode the writer is never blocked) and archives it with the keys and the config,
+  each file listed with its SHA-256 in a manifest. `convene restore` accepts only that
+  layout, checks every digest, the database's integrity and its signature chain, and
+  moves the result into place atomically, never over an existing node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import re
+import sqlite3
+import tarfile
+import tempfile
+import time
+import zlib
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from aiohttp import web
+from multidict import CIMultiDict
+
+from node.config import CONFIG_FILE, DATABASE_FILE, NodeConfig
+from node.errors import BadRequest, Conflict, NodeError, NotFound
+from node.identity import ED25519_FILE, KEY_DIR, RSA_FILE
+from protocol import chain
+from protocol.errors import ProtocolError
+from protocol.keys import SigningKey
+
+BACKUP_FORMAT = "convene-backup"
+BACKUP_VERSION = 1
+MANIFEST = "manifest.json"
+SEED_PATH = f"{KEY_DIR}/{ED25519_FILE}"
+RSA_PATH = f"{KEY_DIR}/{RSA_FILE}"
+# Exactly these members, nothing else: a restore never writes a name it did not expect.
+BACKUP_FILES = (DATABASE_FILE, CONFIG_FILE, SEED_PATH, RSA_PATH)
+_MANIFEST_MAX = 64 * 1024
+_HOST_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+_INBOX_PATH = "/inbox"
+
+
+class BackupError(NodeError):
+    code = "bad_backup"
+    status = 400
+
+
+# --- metrics -------------------------------------------------------------------------
+
+
+@dataclass
+class Metrics:
+    """Counters since the process started."""
+
+    requests: Counter[int] = field(default_factory=Counter)
+    inbox_rejected: Counter[str] = field(default_factory=Counter)
+
+
+METRICS_KEY = web.AppKey("convene_metrics", Metrics)
+
+
+# (name, help, label name, label values, SQL giving (label value, number) rows)
+_GAUGES: tuple[tuple[str, str, str, tuple[str, ...], str], ...] = (
+    # Ballots are never deleted and AUTOINCREMENT ids are not reused: MAX(id) is the count.
+    ("convene_ballots", "Ballots stored", "", ("",), "SELECT '', MAX(id) FROM ballots"),
+    ("convene_chain_length", "Entries in this node's signature chain", "", ("",),
+     "SELECT '', COUNT(*) FROM chain_entries"),
+    ("convene_proposals", "Proposals by status", "status",
+     ("draft", "open", "closed", "decided"),
+     "SELECT status, COUNT(*) FROM proposals GROUP BY status"),
+    ("convene_delivery_queue_depth", "Deliveries queued or waiting for a retry", "", ("",),
+     "SELECT '', COUNT(*) FROM fed_delivery WHERE state IN ('queued', 'retrying')"),
+    ("convene_deliveries", "Deliveries by state", "state",
+     ("queued", "retrying", "sent", "dead"),
+     "SELECT state, COUNT(*) FROM fed_delivery GROUP BY state"),
+    # Every attempt but the one that succeeded failed: these are the retries so far.
+    ("convene_delivery_failed_attempts", "Delivery attempts that failed", "", ("",),
+     "SELECT '', SUM(attempts) - COUNT(*) FILTER (WHERE state = 'sent') FROM fed_delivery"),
+    ("convene_equivocations", "Actor and seq pairs seen with two different entries", "",
+     ("",), "SELECT '', COUNT(*) FROM fed_equivocation"),
+)  # fmt: skip
+
+Family = tuple[str, str, str, list[tuple[str, int]]]
+
+
+def _read_gauges(conn: sqlite3.Connection) -> list[Family]:
+    families: list[Family] = []
+    for name, text, label, values, sql in _GAUGES:
+        found = {str(k): int(v or 0) for k, v in conn.execute(sql)}
+        samples = [(f'{label}="{v}"' if label else "", found.get(v, 0)) for v in values]
+        families.append((name, "gauge", text, samples))
+    return families
+
+
+def render_metrics(metrics: Metrics, gauges: list[Family]) -> str:
+    """The Prometheus text exposition format, version 0.0.4."""
+    requests = [(f'status="{s}"', n) for s, n in sorted(metrics.requests.items())]
+    refused = [(f'code="{c}"', n) for c, n in sorted(metrics.inbox_rejected.items())]
+    families: list[Family] = [
+        ("convene_http_requests_total", "counter", "HTTP requests answered, by status", requests),
+        (
+            "convene_verification_failures_total",
+            "counter",
+            "Inbox deliveries refused by verification, by error code",
+            refused,
+        ),
+        *gauges,
+    ]
+    lines: list[str] = []
+    for name, kind, text, samples in families:
+        lines += [f"# HELP {name} {text}.", f"# TYPE {name} {kind}"]
+        lines += [
+            f"{name}{{{lab}}} {value}" if lab else f"{name} {value}" for lab, value in samples
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --- health --------------------------------------------------------------------------
+
+
+def _read_health(conn: sqlite3.Connection) -> dict[str, Any]:
+    conn.execute("SELECT 1 FROM node_identity").fetchone()
+    depth = conn.execute(
+        "SELECT COUNT(*) FROM fed_delivery WHERE state IN ('queued', 'retrying')"
+    ).fetchone()[0]
+    row = conn.execute(
+        "SELECT inbox, last_error, updated_at FROM fed_delivery WHERE last_error IS NOT NULL"
+        " ORDER BY updated_at DESC LIMIT 1"
+    ).fetchone()
+    last = None
+    if row is not None:
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(row[2])))
+        last = {"inbox": row[0], "error": row[1], "at": at}
+    return {"queue_depth": int(depth), "last_error": last}
+
+
+async def _on_reader(app: web.Application, job: Callable[[sqlite3.Connection], Any]) -> Any:
+    """Run `job` on a short-lived read-only connection in a thread, at most 5 s."""
+    path = app[_CONFIG].database_path
+
+    def run() -> Any:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        try:
+            return job(conn)
+        finally:
+            conn.close()
+
+    return await asyncio.wait_for(asyncio.to_thread(run), timeout=5.0)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        delivery = await _on_reader(request.app, _read_health)
+    except (sqlite3.Error, OSError, TimeoutError) as exc:
+        body = {"status": "unavailable", "database": f"unreachable: {exc}", "delivery": None}
+        return web.json_response(body, status=503)
+    return web.json_response({"status": "ok", "database": "ok", "delivery": delivery})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    try:
+        gauges = await _on_reader(request.app, _read_gauges)
+    except (sqlite3.Error, OSError, TimeoutError) as exc:
+        raise web.HTTPServiceUnavailable(text=f"database unreachable: {exc}\n") from exc
+    text = render_metrics(request.app[METRICS_KEY], gauges)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+# --- middlewares ---------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS_KEY]
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        metrics.requests[exc.status] += 1
+        raise
+    except Exception:
+        metrics.requests[500] += 1
+        raise
+    metrics.requests[response.status] += 1
+    if request.path == _INBOX_PATH and response.status in (400, 401, 403, 422):
+        metrics.inbox_rejected[_error_code(response)] += 1
+    return response
+
+
+def _error_code(response: web.StreamResponse) -> str:
+    body = getattr(response, "body", None)
+    try:
+        code = json.loads(bytes(body))["error"] if isinstance(body, bytes) else None
+    except (ValueError, KeyError, TypeError):
+        code = None
+    return code if isinstance(code, str) and re.fullmatch(r"[a-z_]{1,40}", code) else "other"
+
+
+def _last(value: str) -> str:
+    # A proxy appends to what the client sent; only the nearest hop (ours) is trusted.
+    return value.rsplit(",", 1)[-1].strip()
+
+
+@web.middleware
+async def forwarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With `trust_forwarded`, take scheme and Host from the proxy's X-Forwarded-*."""
+    if not request.app[_CONFIG].trust_forwarded:
+        return await handler(request)
+    proto = request.headers.get("X-Forwarded-Proto")
+    host = request.headers.get("X-Forwarded-Host")
+    changes: dict[str, Any] = {}
+    if proto is not None:
+        proto = _last(proto).lower()
+        if proto not in ("http", "https"):
+            return _bad(f"X-Forwarded-Proto {proto!r} is neither http nor https")
+        changes["scheme"] = proto
+    if host is not None:
+        host = _last(host)
+        if not _HOST_RE.match(host):
+            return _bad(f"X-Forwarded-Host {host!r} is not a host[:port]")
+        headers = CIMultiDict(request.headers)
+        headers["Host"] = host
+        changes.update(host=host, headers=headers)
+    return await handler(request.clone(**changes) if changes else request)
+
+
+def _bad(detail: str) -> web.Response:
+    # Outside the API's error middleware, so answer in its JSON shape here.
+    return web.json_response({"error": BadRequest.code, "detail": detail}, status=400)
+
+
+_CONFIG = web.AppKey("convene_ops_config", NodeConfig)
+
+
+def setup(app: web.Application, config: NodeConfig) -> None:
+    """Register /healthz, /metrics and the two middlewares (outermost first)."""
+    app[_CONFIG] = config
+    app[METRICS_KEY] = Metrics()
+    app.middlewares.insert(0, forwarded)
+    app.middlewares.insert(0, count_requests)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
+
+
+# --- backup and restore --------------------------------------------------------------
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_database(path: Path, where: str) -> dict[str, Any]:
+    """Integrity, identity and a verified chain of the database at `path`."""
+    conn = sqlite3.connect(path)
+    try:
+        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            raise BackupError(f"{where}: the database fails its integrity check: {check}")
+        row = conn.execute("SELECT actor, url, kind FROM node_identity WHERE id = 1").fetchone()
+        if row is None:
+            raise BackupError(f"{where}: the database holds no node identity")
+        blobs = [r[0] for r in conn.execute("SELECT entry FROM chain_entries ORDER BY seq")]
+        schema = dict(
+            conn.execute("SELECT component, MAX(version) FROM schema_migrations GROUP BY component")
+        )
+        ballots = int(conn.execute("SELECT COUNT(*) FROM ballots").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise BackupError(f"{where}: not a readable convene database: {exc}") from exc
+    finally:
+        conn.close()
+    try:
+        state = chain.verify_chain([json.loads(blob) for blob in blobs])
+    except ProtocolError as exc:
+        raise BackupError(
+            f"{where}: the signature chain does not verify: {exc.describe()}"
+        ) from exc
+    return {
+        "actor": row[0],
+        "url": row[1],
+        "kind": row[2],
+        "chain_length": state.next_seq,
+        "key": state.key.multibase,
+        "ballots": ballots,
+        "schema": schema,
+    }
+
+
+def _snapshot(database: Path, into: Path) -> None:
+    """One consistent copy of a live database (SQLite online backup, a single step)."""
+    source = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30.0)
+    target = sqlite3.connect(into)
+    try:
+        source.backup(target)  # pages=-1: all in one read transaction
+        # A self-contained file: no -wal beside it is needed to read the copy.
+        target.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        target.close()
+        source.close()
+
+
+def backup(data_dir: Path, out: Path, *, now: float) -> dict[str, Any]:
+    """Write a backup archive of the node in `data_dir` to `out`; returns its manifest."""
+    database = data_dir / DATABASE_FILE
+    if not database.exists():
+        raise NotFound(f"no node in {data_dir}: {database} does not exist")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".convene-backup-") as tmp:
+        copy = Path(tmp) / DATABASE_FILE
+        try:
+            _snapshot(database, copy)
+        except sqlite3.Error as exc:
+            raise NodeError(f"cannot copy {database}: {exc}", code="backup_failed") from exc
+        facts = _check_database(copy, f"snapshot of {database}")
+        _check_key(data_dir / SEED_PATH, facts, str(data_dir))
+        contents = {DATABASE_FILE: copy.read_bytes()}
+        for name in BACKUP_FILES[1:]:
+            path = data_dir / name
+            if name == CONFIG_FILE and not path.exists():
+                continue
+            contents[name] = path.read_bytes()
+        manifest = {
+            "format": BACKUP_FORMAT,
+            "version": BACKUP_VERSION,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            **facts,
+            "files": {n: {"sha256": _sha256(b), "size": len(b)} for n, b in contents.items()},
+        }
+        partial = Path(tmp) / "archive.tar.gz"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # holds the keys
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            _add(tar, MANIFEST, json.dumps(manifest, indent=1).encode(), now)
+            for name, blob in contents.items():
+                _add(tar, name, blob, now)
+        with partial.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, out)  # the old archive stays until the new one is whole
+    return manifest
+
+
+def _add(tar: tarfile.TarFile, name: str, blob: bytes, now: float) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(blob), int(now), 0o600
+    tar.addfile(info, io.BytesIO(blob))
+
+
+def _check_key(seed_path: Path, facts: dict[str, Any], where: str) -> None:
+    try:
+        key = SigningKey.from_seed(seed_path.read_bytes())
+    except (OSError, ValueError, ProtocolError) as exc:
+        raise BackupError(f"{where}: cannot read the node's signing key: {exc}") from exc
+    if key.verify_key.multibase != facts["key"]:
+        raise BackupError(
+            f"{where}: {SEED_PATH} is not the key the chain of {facts['actor']} names "
+            f"at seq {facts['chain_length'] - 1} ({facts['key']})"
+        )
+
+
+def _read_archive(archive: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            for member in tar:
+                if member.name not in (MANIFEST, *BACKUP_FILES) or not member.isfile():
+                    raise BackupError(f"{archive}: unexpected member {member.name!r}")
+                handle = tar.extractfile(member)
+                assert handle is not None  # isfile() above
+                found[member.name] = handle.read()
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
+        raise BackupError(f"{archive}: not a readable backup archive: {exc}") from exc
+    raw = found.pop(MANIFEST, None)
+    if raw is None or len(raw) > _MANIFEST_MAX:
+        raise BackupError(f"{archive}: no usable {MANIFEST}; not a convene backup")
+    try:
+        manifest = json.loads(raw)
+        listed: dict[str, Any] = manifest["files"]
+        ok = manifest["format"] == BACKUP_FORMAT and manifest["version"] == BACKUP_VERSION
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackupError(f"{archive}: {MANIFEST} is malformed: {exc}") from exc
+    if not ok:
+        raise BackupError(
+            f"{archive}: format {manifest.get('format')!r} version "
+            f"{manifest.get('version')!r} is not {BACKUP_FORMAT} {BACKUP_VERSION}"
+        )
+    for name in (DATABASE_FILE, SEED_PATH, RSA_PATH):
+        if name not in found or name not in listed:
+            raise BackupError(f"{archive}: {name} is missing")
+    for name, blob in found.items():
+        want = listed.get(name, {}).get("sha256") if isinstance(listed.get(name), dict) else None
+        if want != _sha256(blob):
+            raise BackupError(
+                f"{archive}: {name} does not match the SHA-256 in {MANIFEST} "
+                "(the archive is damaged or was altered)"
+            )
+    return manifest, found
+
+
+def restore(archive: Path, data_dir: Path) -> dict[str, Any]:
+    """Restore `archive` into `data_dir`, which must not exist or be empty."""
+    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+        live = " (it holds a node)" if (data_dir / DATABASE_FILE).exists() else ""
+        raise Conflict(
+            f"refusing to restore into {data_dir}: it is not empty{live}; "
+            "restore into a new, empty folder"
+        )
+    manifest, files = _read_archive(archive)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data_dir.parent, prefix=".convene-restore-") as tmp:
+        staging = Path(tmp) / "data"
+        (staging / KEY_DIR).mkdir(parents=True, mode=0o700)
+        staging.chmod(0o700)
+        for name, blob in files.items():
+            fd = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(blob)
+                handle.flush()
+                os.fsync(handle.fileno())
+        facts = _check_database(staging / DATABASE_FILE, str(archive))
+        if facts["actor"] != manifest.get("actor"):
+            raise BackupError(
+                f"{archive}: the database is {facts['actor']}, the manifest says "
+                f"{manifest.get('actor')}"
+            )
+        _check_key(staging / SEED_PATH, facts, str(archive))
+        if data_dir.exists():
+            data_dir.rmdir()  # empty, checked above; rename needs it gone
+        os.replace(staging, data_dir)
+    return facts
+
+
+# --- the commands --------------------------------------------------------------------
+
+
+def _run(
+    as_json: bool, job: Callable[[], dict[str, Any]], text: Callable[[dict[str, Any]], str]
+) -> None:
+    try:
+        out = job()
+    except NodeError as exc:
+        detail = {"error": exc.code, "detail": exc.detail}
+        click.echo(json.dumps(detail) if as_json else f"convene: {exc.detail}", err=True)
+        raise SystemExit(1) from exc
+    click.echo(json.dumps(out) if as_json else text(out))
+
+
+_data_option = click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("./convene-data"),
+    show_default=True,
+    help="the node's data folder",
+)
+_json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
+
+
+@click.command("backup")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="archive to write (.tar.gz); replaced only once the new one is complete",
+)
+@_data_option
+@_json_option
+def backup_command(out: Path, data: Path, as_json: bool) -> None:
+    """Back up the node (database, keys, config), safely while it serves."""
+    _run(
+        as_json,
+        lambda: {**backup(data, out, now=time.time()), "out": str(out)},
+        lambda m: (
+            f"backed up {m['actor']} ({m['chain_length']} chain entries, "
+            f"{m['ballots']} ballots) to {m['out']}"
+        ),
+    )
+
+
+@click.command("restore")
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@_data_option
+@_json_option
+def restore_command(archive: Path, data: Path, as_json: bool) -> None:
+    """Restore a backup into an empty data folder (never over an existing node)."""
+    _run(
+        as_json,
+        lambda: {**restore(archive, data), "data": str(data)},
+        lambda f: (
+            f"restored {f['actor']} into {f['data']}: chain of {f['chain_length']} "
+            f"entries verified, {f['ballots']} ballots"
+        ),
+    )
