@@ -26,7 +26,7 @@ it is given: keeping only the last ballot of each member is the caller's job.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 from functools import lru_cache
 from itertools import chain
@@ -182,12 +182,19 @@ class _Packer:
                 self.suffixes[r] = v
         return v
 
-    def total(self, keys: list[tuple[str, ...]], suffix: bool = False) -> int:
+    def total(
+        self, rankings: list[tuple[str, ...]], part: slice | None = None, suffix: bool = False
+    ) -> int:
+        """Sum of the cached integers of ``rankings`` (or of each one's ``part``)."""
         cache, fill = (self.suffixes, self.suffix) if suffix else (self.prefixes, self.prefix)
-        try:
-            return sum(map(cache.__getitem__, keys))
+        cut: Callable[[tuple[str, ...]], tuple[str, ...]] = (
+            (lambda r: r) if part is None else itemgetter(part)
+        )
+        try:  # the common case, all in C: every key already cached
+            return sum(map(cache.__getitem__, map(cut, rankings)))
         except KeyError:
             pass
+        keys = list(map(cut, rankings))
         local = {k: fill(k) for k in set(keys).difference(cache)}  # fill() caches them too
         if len(cache) + len(local) < _CACHE_LIMIT:
             return sum(map(cache.__getitem__, keys))
@@ -222,8 +229,7 @@ def _pairwise(
     pk = _packer(options, width)
     total = 0
     if full:
-        total = pk.total(list(map(itemgetter(slice(0, h)), full)))
-        total += pk.total(list(map(itemgetter(slice(h, None)), full)), suffix=True)
+        total = pk.total(full, slice(0, h)) + pk.total(full, slice(h, None), suffix=True)
         d = pk.matrix(total)
         # in a full ranking every pair is ordered one way: anything else is a repeat
         if any(d[i][j] + d[j][i] != len(full) for i, j in pk.pairs):
