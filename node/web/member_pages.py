@@ -27,7 +27,6 @@ from protocol.ballots import CONSENT_CHOICES
 from protocol.errors import ProtocolError
 from protocol.tally import parse_tally
 
-AP_TYPES = ("application/activity+json", "application/ld+json")
 RECENT = 10
 
 
@@ -102,9 +101,6 @@ def _decided_key(p: ProposalView) -> str:
 
 @page
 async def home(request: web.Request, visit: Visit) -> web.StreamResponse:
-    accept = request.headers.get("Accept", "")
-    if any(t in accept for t in AP_TYPES):  # the base URL answers with the actor document
-        return redirect(services(request).identity.actor)
     if visit.member is None:
         return render(request, visit, "welcome.html", {})
     items = await services(request).proposals.all()

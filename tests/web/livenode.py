@@ -22,7 +22,6 @@ from node.app import create_app
 from node.bootstrap import init_node
 from node.config import load_config
 from node.services import NodeServices
-from node.web import WEB_KEY, setup_web
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -59,8 +58,6 @@ async def start_node(
     url = f"http://127.0.0.1:{port}"
     await init_node(data_dir, name=name, url=url, kind="chapter")
     app = create_app(load_config(data_dir, {"port": port, "host": "127.0.0.1"}))
-    if WEB_KEY not in app:  # until the node's app factory calls it itself
-        setup_web(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

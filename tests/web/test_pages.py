@@ -57,6 +57,16 @@ async def create(
     return page.url.rsplit("/", 1)[1]
 
 
+async def open_proposal(
+    node: LiveNode, title: str, method: str, options: list[str] | None = None
+) -> str:
+    """A proposal opened through the proposals service (the form is tested once, above)."""
+    members = await node.services.members.all()
+    organizer = next(m for m in members if m.at_least("organizer"))
+    form = NewProposal(title=title, method=method, options=options or [])
+    return (await node.services.proposals.create(organizer, form)).id
+
+
 async def receipt_of(page: Page) -> str:
     await page.get_by_text("Your vote is recorded").wait_for()
     return (await page.inner_text("#receipt")).strip()
@@ -88,10 +98,10 @@ async def test_invite_vote_every_method_change_check_and_results(
     assert "Maya" in await org.inner_text("table")
 
     consent = await create(org, node, "Community garden", "consent")
-    choice = await create(org, node, "Meeting night", "choice", ["Monday", "Thursday"])
-    approval = await create(org, node, "Snacks", "approval", ["Fruit", "Bread", "Soup"])
+    choice = await open_proposal(node, "Meeting night", "choice", ["Monday", "Thursday"])
+    approval = await open_proposal(node, "Snacks", "approval", ["Fruit", "Bread", "Soup"])
     ranked = await create(org, node, "Campaign focus", "ranked", ["Rent", "Transit", "Parks"])
-    score = await create(org, node, "Venue", "score", ["Library", "Cafe"])
+    score = await open_proposal(node, "Venue", "score", ["Library", "Cafe"])
 
     # Maya logs in with the link, sets a passphrase, logs out, logs in with it.
     maya = await mem_ctx.new_page()
@@ -225,9 +235,7 @@ async def test_invite_vote_every_method_change_check_and_results(
 
 
 async def test_keyboard_only_voting(browser: Browser, node: LiveNode) -> None:
-    org_ctx = await browser.new_context()
-    org = await organizer_page(org_ctx, node, "Kai")
-    proposal = await create(org, node, "Keyboard vote", "consent")
+    proposal = await open_proposal(node, "Keyboard vote", "consent")
     ctx = await browser.new_context()
     page = await member_page(ctx, node, "Kim")
     await page.goto(node.at(f"/proposals/{proposal}"))
@@ -246,13 +254,10 @@ async def test_keyboard_only_voting(browser: Browser, node: LiveNode) -> None:
     await page.keyboard.press("Enter")
     assert len(await receipt_of(page)) == 64
     await ctx.close()
-    await org_ctx.close()
 
 
 async def test_voting_without_javascript(browser: Browser, node: LiveNode) -> None:
-    org_ctx = await browser.new_context()
-    org = await organizer_page(org_ctx, node, "Ola")
-    proposal = await create(org, node, "No script vote", "ranked", ["North", "South", "East"])
+    proposal = await open_proposal(node, "No script vote", "ranked", ["North", "South", "East"])
     ctx = await browser.new_context(java_script_enabled=False)
     page = await member_page(ctx, node, "Noor")
     await page.goto(node.at(f"/proposals/{proposal}"))
@@ -268,18 +273,15 @@ async def test_voting_without_javascript(browser: Browser, node: LiveNode) -> No
     await page.fill("#r-1", "1")
     await page.get_by_role("button", name="Send my vote").click()
     assert "'North' and 'South' both have position 1" in await page.inner_text("main")
-    await close(org, node, proposal)
+    await node.services.proposals.close(None, proposal)
     await page.goto(node.at(f"/proposals/{proposal}/results"))
     row = await page.locator("table.pairwise tbody tr", has_text="East").inner_text()
     assert row.split() == ["East", "1", "✓", "1", "✓", "–"]
     await ctx.close()
-    await org_ctx.close()
 
 
 async def test_post_without_csrf_token_is_refused(browser: Browser, node: LiveNode) -> None:
-    org_ctx = await browser.new_context()
-    org = await organizer_page(org_ctx, node, "Cy")
-    proposal = await create(org, node, "CSRF vote", "choice", ["Yes please", "No thanks"])
+    proposal = await open_proposal(node, "CSRF vote", "choice", ["Yes please", "No thanks"])
     ctx = await browser.new_context()
     page = await member_page(ctx, node, "Cora")
     url = node.at(f"/proposals/{proposal}/vote")
@@ -296,7 +298,6 @@ async def test_post_without_csrf_token_is_refused(browser: Browser, node: LiveNo
     await receipt_of(page)
     assert (await node.services.proposals.get(proposal)).voters == 1
     await ctx.close()
-    await org_ctx.close()
 
 
 async def test_friendly_error_pages(browser: Browser, node: LiveNode) -> None:
@@ -346,7 +347,7 @@ async def test_pages_are_light_labelled_and_landmarked(
     weight = sum(p.stat().st_size for p in STATIC.iterdir() if p.suffix in (".css", ".js"))
     assert weight < 100 * 1024
     page = await organizer_page(context, node, "Ana")
-    proposal = await create(page, node, "Labels", "score", ["One", "Two"])
+    proposal = await open_proposal(node, "Labels", "score", ["One", "Two"])
     for path in ("/", f"/proposals/{proposal}", "/organize/members", "/organize/proposals/new"):
         await page.goto(node.at(path))
         assert await page.get_attribute("html", "lang") == "en"
@@ -358,3 +359,16 @@ async def test_pages_are_light_labelled_and_landmarked(
                  .map(e => e.name)"""
         )
         assert unlabelled == [], path
+
+
+async def test_base_url_is_the_home_page_and_the_actor(
+    context: BrowserContext, node: LiveNode
+) -> None:
+    # The home page must not shadow the actor document that ActivityPub clients ask for.
+    answer = await context.request.get(
+        node.url + "/", headers={"Accept": "application/activity+json"}
+    )
+    assert answer.status == 200
+    assert (await answer.json())["id"] == node.services.identity.actor
+    html = await context.request.get(node.url + "/", headers={"Accept": "text/html"})
+    assert html.status == 200 and "Log in" in await html.text()
