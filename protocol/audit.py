@@ -162,10 +162,14 @@ def audit_bundle(
     for part in run(_check_tally, tally_jobs):
         findings += part.findings
         recounted += part.recounted
-        tallies_ok += part.ok and valid.get(part.entry_id) is not None
-        ballots_ok += part.ballots_ok
-        receipts_ok += part.receipts_ok
-    decisions_ok = _check_decisions(b, specs, tallies, findings)
+        if part.entry_id in valid:  # ballots check out only against a signed tally
+            tallies_ok += part.ok
+            ballots_ok += part.ballots_ok
+            receipts_ok += part.receipts_ok
+    # a decision is recomputed from the tallies whose signatures and chains verified
+    signed_ids = {(j.tally.chapter, j.tally.proposal) for j in tally_jobs if j.entry_id in valid}
+    signed = {key: value for key, value in tallies.items() if key in signed_ids}
+    decisions_ok = _check_decisions(b, specs, signed, findings)
 
     receipt_check = None
     if receipt is not None:
@@ -401,8 +405,18 @@ def _tally_jobs(
             findings.append(_finding(exc, entry, "bad_roster"))
             continue
         spec, pdigest = specs[tally.proposal]
-        tallies[(actor, tally.proposal)] = (entry_digest(entry), tally)
         key = (actor, tally.proposal)
+        if key in tallies:
+            findings.append(
+                Finding(
+                    actor,
+                    seq,
+                    "duplicate_tally",
+                    f"a second tally of proposal {tally.proposal!r:.200} by this actor",
+                )
+            )
+            continue
+        tallies[key] = (entry_digest(entry), tally)
         jobs.append(
             _TallyJob(
                 entry_id=entry["id"],

@@ -533,3 +533,26 @@ def test_the_documented_example_with_a_flipped_proof_byte_fails() -> None:
     flipped = data[:at] + (b"2" if data[at : at + 1] != b"2" else b"3") + data[at + 1 :]
     _, body = parse_bundle(flipped)
     assert first(audit_bundle(body)) == ("https://riverside.example/actor", 0, "bad_genesis")
+
+
+def test_a_second_tally_of_one_proposal_by_one_chapter(world: dict[str, Any]) -> None:
+    b: Chain = copy.deepcopy(world["b"])
+    tally = next(e for e in b.entries if e["type"] == "Tally")
+    envelope = ("@context", "id", "actor", "seq", "prev", "published", "proof")
+    again = b.append({k: v for k, v in tally.items() if k not in envelope})
+    recs = [
+        r for r in world["records"] if not (isinstance(r, EntryRecord) and r.entry["actor"] == CH_B)
+    ]
+    recs += [EntryRecord(entry=e) for e in b.entries]
+    report = audit(recs)
+    assert (CH_B, again["seq"], "duplicate_tally") in {
+        (f.actor, f.seq, f.what) for f in report.findings
+    }
+
+
+def test_a_decision_is_not_verified_from_a_forged_tally(world: dict[str, Any]) -> None:
+    recs = world["records"]
+    i = find_entry(recs, CH_B, "Tally")
+    forged = _edit_entry(recs, i, cast=1)
+    whats = {(f.actor, f.what) for f in audit(forged).findings}
+    assert (CH_B, "bad_proof") in whats and (REGION, "decision_mismatch") in whats
