@@ -30,18 +30,15 @@ from typing import Any, Literal
 import msgspec
 
 from protocol.ballots import ProposalSpec
-from protocol.counting import add_counts, outcome, quorum_met
+from protocol.counting import add_counts, check_tally
 from protocol.errors import TallyError
-from protocol.merkle import EMPTY_ROOT
 from protocol.tally import (
-    ConsentCounts,
     Counts,
-    OptionCounts,
     Outcome,
-    PairwiseCounts,
-    ScoreCounts,
     Tally,
     counts_type,
+    outcome,
+    quorum_met,
 )
 
 __all__ = [
@@ -55,7 +52,6 @@ __all__ = [
 ]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_EMPTY_ROOT_HEX = EMPTY_ROOT.hex()
 
 ChapterStatus = Literal["counted", "below_quorum", "missing"]
 
@@ -106,102 +102,6 @@ class _DecisionWire(msgspec.Struct, frozen=True):
     pooled: Outcome
     by_chapters: Outcome
     outcome: Outcome
-
-
-# --- one tally ------------------------------------------------------------------------
-
-
-def check_tally(
-    spec: ProposalSpec,
-    tally: Tally,
-    *,
-    proposal: str | None = None,
-    proposal_digest: str | None = None,
-) -> None:
-    """Raise TallyError, naming the chapter, unless ``tally``'s numbers add up."""
-
-    def fail(why: str) -> TallyError:
-        return TallyError(why, actor=tally.chapter)
-
-    if proposal is not None and tally.proposal != proposal:
-        raise fail(f"tally is for proposal {tally.proposal!r:.200}, not {proposal!r:.200}")
-    if proposal_digest is not None and tally.proposal_digest != proposal_digest:
-        raise fail(
-            f"tally counts proposal version {tally.proposal_digest:.64}, not {proposal_digest}"
-        )
-    if tally.method != spec.method:
-        raise fail(f"tally method is {tally.method!r:.40}, the proposal's is {spec.method!r}")
-    if not isinstance(tally.counts, counts_type(spec.method)):
-        raise fail(f"{type(tally.counts).__name__} are not counts of a {spec.method} vote")
-    for name in ("ballots_root", "roster_root", "proposal_digest"):
-        if _HEX64.fullmatch(getattr(tally, name)) is None:
-            raise fail(f"{name} is not 64 lowercase hex digits")
-    cast, eligible = tally.cast, tally.eligible
-    if cast < 0 or eligible < 0 or tally.roster_size < 0:
-        raise fail("cast, eligible and roster_size must not be negative")
-    if cast > eligible:
-        raise fail(f"cast {cast} exceeds eligible {eligible}")
-    if eligible > tally.roster_size:
-        raise fail(f"eligible {eligible} exceeds roster size {tally.roster_size}")
-    if tally.ballots_size != cast:
-        raise fail(f"ballots_size {tally.ballots_size} differs from cast {cast}")
-    if cast == 0 and tally.ballots_root != _EMPTY_ROOT_HEX:
-        raise fail("no ballots cast but ballots_root is not the empty tree's root")
-    _check_counts(spec, tally.counts, cast, fail)
-    expected = outcome(spec, tally.counts, cast, eligible)
-    if _decisive(tally.outcome) != _decisive(expected):
-        raise fail(
-            f"outcome {tally.outcome.result!r} does not follow from the counts "
-            f"({expected.result}: {expected.reason})"
-        )
-
-
-def _check_counts(spec: ProposalSpec, counts: Counts, cast: int, fail: Any) -> None:
-    options = list(spec.options)
-    match counts:
-        case ConsentCounts(agree=a, abstain=b, disagree=c, block=d):
-            if min(a, b, c, d) < 0:
-                raise fail("a consent count is negative")
-            if a + b + c + d != cast:
-                raise fail(f"consent counts sum to {a + b + c + d}, not cast {cast}")
-        case OptionCounts(votes=votes):
-            _check_keys(votes, options, "votes", fail)
-            if min(votes.values()) < 0:
-                raise fail("a vote count is negative")
-            total = sum(votes.values())
-            if spec.method == "choice" and total != cast:
-                raise fail(f"choice votes sum to {total}, not cast {cast}")
-            for o, v in votes.items():
-                if v > cast:
-                    raise fail(f"option {o!r:.80} has {v} approvals, more than cast {cast}")
-        case ScoreCounts(sums=sums, scored=scored):
-            _check_keys(sums, options, "sums", fail)
-            _check_keys(scored, options, "scored", fail)
-            for o in options:
-                if not 0 <= scored[o] <= cast:
-                    raise fail(f"option {o!r:.80} scored {scored[o]} times; cast is {cast}")
-                if not 0 <= sums[o] <= 5 * scored[o]:
-                    raise fail(f"option {o!r:.80} has score sum {sums[o]} from {scored[o]} scores")
-        case PairwiseCounts(pairwise=d):
-            n = len(options)
-            if len(d) != n or any(len(row) != n for row in d):
-                raise fail(f"pairwise matrix is not {n}x{n}")
-            for i in range(n):
-                if d[i][i] != 0:
-                    raise fail(f"pairwise[{i}][{i}] is {d[i][i]}, not 0")
-                for j in range(n):
-                    if d[i][j] < 0 or d[i][j] + d[j][i] > cast:
-                        raise fail(
-                            f"pairwise[{i}][{j}] + pairwise[{j}][{i}] = "
-                            f"{d[i][j] + d[j][i]} is outside 0..cast {cast}"
-                        )
-
-
-def _check_keys(got: Mapping[str, int], options: list[str], name: str, fail: Any) -> None:
-    if set(got) != set(options):
-        extra = sorted(set(got) - set(options))
-        missing = sorted(set(options) - set(got))
-        raise fail(f"{name} must name exactly the options (extra {extra}, missing {missing})")
 
 
 # --- many tallies ---------------------------------------------------------------------

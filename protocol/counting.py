@@ -1,4 +1,4 @@
-"""Counting ballots into integer counts, and counts into an outcome (docs/protocol.md §8.1–8.2).
+"""Counting ballots into integer counts; making and checking a chapter's tally (§8.1, §8.3).
 
 Theory of operation
 -------------------
@@ -8,15 +8,8 @@ approval: votes per option; score: per-option sum of scores and number of scores
 ranked: the pairwise matrix ``d[i][j]`` = ballots preferring option i to option j,
 options in spec order. Integers add, so the counts of the union of two chapters'
 ballots are the sum of their counts (``add_counts``); pooled regional counting is
-exactly counting the union. ``outcome`` then applies the one rule of the method to
-counts, in exact ``Fraction`` arithmetic, with a tie-break that depends only on the
-numbers and the spec's option order, never on who counts or in what order.
-
-Ranked: the Condorcet winner beats every other option head to head; without one
-(a cycle), the Schulze method (Schulze 2011, §2.2) picks the options whose strongest
-beatpath to every rival is at least as strong as the rival's path back, with link
-strength = winning votes d[i][j] when d[i][j] > d[j][i], else 0. A Condorcet winner is
-always the unique Schulze winner; more than one Schulze winner is reported as a tie.
+exactly counting the union. ``outcome`` (defined in protocol.tally, and offered here
+too) then applies the method's rule to the counts.
 
 ``count`` trusts its ballots to come from ``validate_ballot`` (it still rejects an
 unknown option or consent choice cheaply, per distinct value) and counts every ballot
@@ -25,28 +18,42 @@ it is given: keeping only the last ballot of each member is the caller's job.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from fractions import Fraction
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from itertools import chain
 from operator import attrgetter, itemgetter
 
+import msgspec
+
 from protocol.ballots import CONSENT_CHOICES, MAX_SCORE, Ballot, ProposalSpec, ballots_root
 from protocol.errors import BallotError, TallyError
+from protocol.merkle import EMPTY_ROOT
 from protocol.tally import (
     ConsentCounts,
     Counts,
     OptionCounts,
-    Outcome,
     PairwiseCounts,
     ScoreCounts,
     Tally,
     counts_type,
+    outcome,
+    quorum_met,
+    schulze_winners,
+    score_means,
+    strongest_paths,
 )
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_EMPTY_ROOT_HEX = EMPTY_ROOT.hex()
+
+# outcome, quorum_met, schulze_winners, score_means and strongest_paths live in
+# protocol.tally with the Outcome they produce; they are offered here as well because
+# counting and deciding are used together.
 __all__ = [
     "add_counts",
+    "check_tally",
     "count",
     "empty_counts",
     "make_tally",
@@ -327,158 +334,104 @@ def make_tally(
     )
 
 
-# --- outcome -------------------------------------------------------------------------
+# --- checking a tally ------------------------------------------------------------------------
 
 
-def quorum_met(spec: ProposalSpec, cast: int, eligible: int) -> bool:
-    """cast / eligible >= quorum, exactly; never met with no eligible members."""
-    if eligible <= 0:
-        return False
-    q = spec.quorum_fraction
-    return cast * q.denominator >= q.numerator * eligible
+def check_tally(
+    spec: ProposalSpec,
+    tally: Tally,
+    *,
+    proposal: str | None = None,
+    proposal_digest: str | None = None,
+) -> None:
+    """Raise TallyError, naming the chapter, unless ``tally``'s numbers add up."""
 
+    def fail(why: str) -> TallyError:
+        return TallyError(why, actor=tally.chapter)
 
-def outcome(spec: ProposalSpec, counts: Counts, cast: int, eligible: int) -> Outcome:
-    """Apply the method's rule (§8.2) to ``counts`` of ``cast`` ballots."""
-    if not isinstance(counts, counts_type(spec.method)):
-        raise TallyError(f"{type(counts).__name__} are not counts of a {spec.method} vote")
-    if eligible <= 0:
-        return Outcome(result="failed", quorum_met=False, reason="no eligible members")
-    met = quorum_met(spec, cast, eligible)
-    if not met:
-        return Outcome(
-            result="failed",
-            quorum_met=False,
-            reason=f"quorum not met: {cast} of {eligible} eligible voted, {spec.quorum} needed",
+    if proposal is not None and tally.proposal != proposal:
+        raise fail(f"tally is for proposal {tally.proposal!r:.200}, not {proposal!r:.200}")
+    if proposal_digest is not None and tally.proposal_digest != proposal_digest:
+        raise fail(
+            f"tally counts proposal version {tally.proposal_digest:.64}, not {proposal_digest}"
         )
-    if cast == 0:
-        return Outcome(result="failed", quorum_met=True, reason="no ballots cast")
+    if tally.method != spec.method:
+        raise fail(f"tally method is {tally.method!r:.40}, the proposal's is {spec.method!r}")
+    if not isinstance(tally.counts, counts_type(spec.method)):
+        raise fail(f"{type(tally.counts).__name__} are not counts of a {spec.method} vote")
+    for name in ("ballots_root", "roster_root", "proposal_digest"):
+        if _HEX64.fullmatch(getattr(tally, name)) is None:
+            raise fail(f"{name} is not 64 lowercase hex digits")
+    cast, eligible = tally.cast, tally.eligible
+    if cast < 0 or eligible < 0 or tally.roster_size < 0:
+        raise fail("cast, eligible and roster_size must not be negative")
+    if cast > eligible:
+        raise fail(f"cast {cast} exceeds eligible {eligible}")
+    if eligible > tally.roster_size:
+        raise fail(f"eligible {eligible} exceeds roster size {tally.roster_size}")
+    if tally.ballots_size != cast:
+        raise fail(f"ballots_size {tally.ballots_size} differs from cast {cast}")
+    if cast == 0 and tally.ballots_root != _EMPTY_ROOT_HEX:
+        raise fail("no ballots cast but ballots_root is not the empty tree's root")
+    _check_counts(spec, tally.counts, cast, fail)
+    expected = outcome(spec, tally.counts, cast, eligible)
+    # reason texts are explanations, not compared (§8.2)
+    if msgspec.structs.replace(tally.outcome, reason="") != msgspec.structs.replace(
+        expected, reason=""
+    ):
+        raise fail(
+            f"outcome {tally.outcome.result!r} does not follow from the counts "
+            f"({expected.result}: {expected.reason})"
+        )
+
+
+def _check_counts(
+    spec: ProposalSpec, counts: Counts, cast: int, fail: Callable[[str], TallyError]
+) -> None:
+    options = list(spec.options)
     match counts:
-        case ConsentCounts():
-            return _consent_outcome(spec, counts)
-        case OptionCounts():
-            return _plurality(spec.options, counts.votes, "votes")
-        case ScoreCounts():
-            return _score_outcome(spec, counts)
-        case PairwiseCounts():
-            return _ranked_outcome(spec, counts)
-    raise TallyError(f"unknown counts {type(counts).__name__}")  # pragma: no cover
+        case ConsentCounts(agree=a, abstain=b, disagree=c, block=d):
+            if min(a, b, c, d) < 0:
+                raise fail("a consent count is negative")
+            if a + b + c + d != cast:
+                raise fail(f"consent counts sum to {a + b + c + d}, not cast {cast}")
+        case OptionCounts(votes=votes):
+            _check_names(votes, options, "votes", fail)
+            if min(votes.values()) < 0:
+                raise fail("a vote count is negative")
+            total = sum(votes.values())
+            if spec.method == "choice" and total != cast:
+                raise fail(f"choice votes sum to {total}, not cast {cast}")
+            for o, v in votes.items():
+                if v > cast:
+                    raise fail(f"option {o!r:.80} has {v} approvals, more than cast {cast}")
+        case ScoreCounts(sums=sums, scored=scored):
+            _check_names(sums, options, "sums", fail)
+            _check_names(scored, options, "scored", fail)
+            for o in options:
+                if not 0 <= scored[o] <= cast:
+                    raise fail(f"option {o!r:.80} scored {scored[o]} times; cast is {cast}")
+                if not 0 <= sums[o] <= 5 * scored[o]:
+                    raise fail(f"option {o!r:.80} has score sum {sums[o]} from {scored[o]} scores")
+        case PairwiseCounts(pairwise=d):
+            n = len(options)
+            if len(d) != n or any(len(row) != n for row in d):
+                raise fail(f"pairwise matrix is not {n}x{n}")
+            for i in range(n):
+                if d[i][i] != 0:
+                    raise fail(f"pairwise[{i}][{i}] is {d[i][i]}, not 0")
+                for j in range(n):
+                    if d[i][j] < 0 or d[i][j] + d[j][i] > cast:
+                        raise fail(
+                            f"pairwise[{i}][{j}] + pairwise[{j}][{i}] = "
+                            f"{d[i][j] + d[j][i]} is outside 0..cast {cast}"
+                        )
 
 
-def _consent_outcome(spec: ProposalSpec, c: ConsentCounts) -> Outcome:
-    t = spec.threshold_fraction
-    if c.block > spec.block_limit:
-        return Outcome(
-            result="failed",
-            quorum_met=True,
-            reason=f"blocked: {c.block} blocks, at most {spec.block_limit} allowed",
-        )
-    decisive = c.agree + c.disagree
-    share = f"{c.agree} agree of {decisive} agree+disagree"
-    if c.agree * t.denominator >= t.numerator * decisive and c.agree > c.disagree:
-        return Outcome(
-            result="passed", quorum_met=True, reason=f"{share} meets threshold {spec.threshold}"
-        )
-    if c.agree <= c.disagree:
-        why = f"{share}: agree is not more than disagree"
-    else:
-        why = f"{share} is below threshold {spec.threshold}"
-    return Outcome(result="failed", quorum_met=True, reason=why)
-
-
-def _plurality(options: Sequence[str], votes: dict[str, int], unit: str) -> Outcome:
-    best = max(votes[o] for o in options)
-    if best == 0:
-        return Outcome(result="failed", quorum_met=True, reason=f"no option received {unit}")
-    top = tuple(o for o in options if votes[o] == best)
-    if len(top) == 1:
-        return Outcome(
-            result="winner", quorum_met=True, winner=top[0], reason=f"most {unit}: {best}"
-        )
-    return Outcome(
-        result="tie", quorum_met=True, tied=top, reason=f"{len(top)} options tie at {best} {unit}"
-    )
-
-
-def score_means(counts: ScoreCounts) -> dict[str, Fraction | None]:
-    """Exact mean score per option; None for an option no ballot scored."""
-    return {
-        o: Fraction(s, counts.scored[o]) if counts.scored[o] else None
-        for o, s in counts.sums.items()
-    }
-
-
-def _score_outcome(spec: ProposalSpec, c: ScoreCounts) -> Outcome:
-    means = score_means(c)
-    ranked = [(m, c.scored[o], o) for o, m in means.items() if m is not None]
-    if not ranked:
-        return Outcome(result="failed", quorum_met=True, reason="no option was scored")
-    best_key = max((m, n) for m, n, _ in ranked)
-    top = tuple(o for o in spec.options if (means[o], c.scored[o]) == best_key)
-    mean, n = best_key
-    detail = f"mean {mean.numerator}/{mean.denominator} from {n} scores"
-    if len(top) == 1:
-        return Outcome(result="winner", quorum_met=True, winner=top[0], reason=f"highest {detail}")
-    return Outcome(
-        result="tie", quorum_met=True, tied=top, reason=f"{len(top)} options tie at {detail}"
-    )
-
-
-def strongest_paths(d: Sequence[Sequence[int]]) -> list[list[int]]:
-    """p[i][j]: strength of the strongest beatpath from option i to j (Schulze 2011, §2.2).
-
-    A link i→j exists when d[i][j] > d[j][i] and has strength d[i][j] (winning
-    votes); a path is as strong as its weakest link; no path means 0.
-    """
-    n = len(d)
-    p = [[d[i][j] if i != j and d[i][j] > d[j][i] else 0 for j in range(n)] for i in range(n)]
-    for k in range(n):  # widest paths, Floyd–Warshall style (Schulze 2011, §2.3)
-        pk = p[k]
-        for i in range(n):
-            pik = p[i][k]
-            if i == k or pik == 0:
-                continue
-            pi = p[i]
-            for j in range(n):
-                if j != i and j != k:
-                    w = pik if pik < pk[j] else pk[j]
-                    if w > pi[j]:
-                        pi[j] = w
-    return p
-
-
-def schulze_winners(d: Sequence[Sequence[int]]) -> list[int]:
-    """Indices of the options whose strongest path to every rival is at least as
-    strong as the rival's path back: the Schulze winners (more than one is a tie)."""
-    p = strongest_paths(d)
-    n = len(p)
-    return [i for i in range(n) if all(p[i][j] >= p[j][i] for j in range(n) if j != i)]
-
-
-def _ranked_outcome(spec: ProposalSpec, c: PairwiseCounts) -> Outcome:
-    d = c.pairwise
-    n = len(d)
-    if not any(any(row) for row in d):
-        return Outcome(result="failed", quorum_met=True, reason="no preferences expressed")
-    for i in range(n):
-        if all(d[i][j] > d[j][i] for j in range(n) if j != i):
-            return Outcome(
-                result="winner",
-                quorum_met=True,
-                winner=spec.options[i],
-                reason="Condorcet winner: beats every other option head to head",
-            )
-    winners = schulze_winners(d)
-    if len(winners) == 1:
-        return Outcome(
-            result="winner",
-            quorum_met=True,
-            winner=spec.options[winners[0]],
-            reason="no Condorcet winner; Schulze winner by strongest beatpaths",
-        )
-    return Outcome(
-        result="tie",
-        quorum_met=True,
-        tied=tuple(spec.options[i] for i in winners),
-        reason=f"no Condorcet winner; {len(winners)} Schulze winners tie",
-    )
+def _check_names(
+    got: Mapping[str, int], options: list[str], name: str, fail: Callable[[str], TallyError]
+) -> None:
+    if set(got) != set(options):
+        extra = sorted(set(got) - set(options))
+        missing = sorted(set(options) - set(got))
+        raise fail(f"{name} must name exactly the options (extra {extra}, missing {missing})")
