@@ -27,12 +27,12 @@ from markupsafe import Markup
 from protocol.ballots import CONSENT_CHOICES, MAX_SCORE, parse_fraction
 from protocol.tally import ConsentCounts, Counts, OptionCounts, PairwiseCounts, ScoreCounts
 
-WIDTH = 640
-ROW = 34  # px per bar; tall enough for a finger and for 16 px text
-LABEL_W = 220
-NUMBER_W = 110
-BAR_MAX = WIDTH - LABEL_W - NUMBER_W
-MAX_LABEL_CHARS = 30
+# About a phone's width in CSS pixels, so 15-unit text stays ~15 px where space is
+# tightest; the stylesheet caps the chart's width so it never grows past ~1.3x.
+WIDTH = 360
+ROW = 50  # label line above a 20-unit bar
+BAR_MAX = WIDTH
+LINE_CHARS = 44  # characters of 15-unit text that fit on one line of WIDTH
 
 # Colours with at least 4.5:1 contrast against white (WCAG 1.4.11 asks 3:1 for graphics).
 INK = "#1a1a1a"
@@ -51,14 +51,14 @@ class Bar:
     note: str = ""  # a word beside the colour, e.g. "winner"
 
 
-def _short(label: str) -> str:
-    return label if len(label) <= MAX_LABEL_CHARS else label[: MAX_LABEL_CHARS - 1] + "…"
+def _short(label: str, room: int = 24) -> str:
+    return label if len(label) <= room else label[: max(1, room - 1)] + "…"
 
 
 def bar_chart(bars: Sequence[Bar], *, title: str, scale_max: float | None = None) -> Markup:
     """Horizontal bars, each labelled with its name and its number."""
     top = scale_max if scale_max is not None else max((b.value for b in bars), default=0.0)
-    height = ROW * len(bars) + 8
+    height = ROW * len(bars)
     desc = "; ".join(f"{b.label}: {b.text}{' (' + b.note + ')' if b.note else ''}" for b in bars)
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" width="100%" role="img" '
@@ -67,17 +67,20 @@ def bar_chart(bars: Sequence[Bar], *, title: str, scale_max: float | None = None
         f"<desc>{escape(desc)}</desc>",
     ]
     for i, b in enumerate(bars):
-        y = 4 + i * ROW
+        y = i * ROW
         length = 0.0 if top <= 0 else BAR_MAX * b.value / top
-        label = escape(_short(b.label))
-        number = escape(b.text + (f" {b.note}" if b.note else ""))
+        number = b.text + (f" {b.note}" if b.note else "")
+        # Name left, number right on one line; the name gives way (the full name is
+        # in the <desc> and the aria-label).
+        label = escape(_short(b.label, LINE_CHARS - len(number) - 2))
+        weight = ' font-weight="700"' if b.note else ""
         parts.append(
-            f'<text x="{LABEL_W - 8}" y="{y + 21}" text-anchor="end" font-size="15" '
-            f'fill="{INK}">{label}</text>'
-            f'<rect x="{LABEL_W}" y="{y + 4}" width="{length:.1f}" height="{ROW - 10}" '
+            f'<text x="0" y="{y + 16}" font-size="15" fill="{INK}">{label}</text>'
+            f'<text x="{WIDTH}" y="{y + 16}" text-anchor="end" font-size="15" fill="{INK}"'
+            f"{weight}>{escape(number)}</text>"
+            f'<rect x="0" y="{y + 22}" width="{WIDTH}" height="20" fill="#eeeeee" rx="2"/>'
+            f'<rect x="0" y="{y + 22}" width="{length:.1f}" height="20" '
             f'fill="{b.colour}" rx="2"/>'
-            f'<text x="{LABEL_W + length + 6:.1f}" y="{y + 21}" font-size="15" '
-            f'fill="{INK}">{number}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))
@@ -88,29 +91,30 @@ def turnout_chart(cast: int, eligible: int, quorum: str) -> Markup:
     need = parse_fraction(quorum, "quorum")
     share = Fraction(cast, eligible) if eligible > 0 else Fraction(0)
     met = eligible > 0 and cast * need.denominator >= need.numerator * eligible
-    bar_w = WIDTH - 20
+    bar_w = WIDTH
     fill = min(1.0, float(share)) * bar_w
-    mark = 10 + float(need) * bar_w
+    mark = float(need) * bar_w
     need_text = f"quorum {_percent(need)}" if need > 0 else "no quorum"
     verdict = "quorum met" if met or need == 0 else "quorum not met"
     words = f"{cast} of {eligible} members voted ({_percent(share)}); {need_text}; {verdict}"
+    anchor = "end" if mark > WIDTH / 2 else "start"
     quorum_line = (
-        f'<line x1="{mark:.1f}" y1="4" x2="{mark:.1f}" y2="44" stroke="{QUORUM}" '
+        f'<line x1="{mark:.1f}" y1="20" x2="{mark:.1f}" y2="56" stroke="{QUORUM}" '
         f'stroke-width="3" stroke-dasharray="5 3"/>'
-        f'<text x="{min(mark, WIDTH - 120):.1f}" y="62" font-size="14" fill="{QUORUM}">'
+        f'<text x="{mark:.1f}" y="74" text-anchor="{anchor}" font-size="15" fill="{QUORUM}">'
         f"{escape(need_text)}</text>"
         if need > 0
         else ""
     )
     return Markup(
-        f'<svg class="chart turnout" viewBox="0 0 {WIDTH} 70" width="100%" role="img" '
+        f'<svg class="chart turnout" viewBox="0 0 {WIDTH} 80" width="100%" role="img" '
         f'aria-label="Turnout: {escape(words)}" xmlns="http://www.w3.org/2000/svg">'
         f"<title>Turnout</title><desc>{escape(words)}</desc>"
-        f'<rect x="10" y="10" width="{bar_w}" height="28" fill="#e6e6e6" rx="3"/>'
-        f'<rect x="10" y="10" width="{fill:.1f}" height="28" fill="{WIN if met else BAR}" rx="3"/>'
+        f'<text x="0" y="15" font-size="15" fill="{INK}">'
+        f"{escape(f'{cast} of {eligible} voted ({_percent(share)})')}</text>"
+        f'<rect x="0" y="24" width="{bar_w}" height="28" fill="#e6e6e6" rx="3"/>'
+        f'<rect x="0" y="24" width="{fill:.1f}" height="28" fill="{WIN if met else BAR}" rx="3"/>'
         f"{quorum_line}"
-        f'<text x="14" y="30" font-size="15" fill="#ffffff" stroke="{INK}" stroke-width="3" '
-        f'paint-order="stroke">{escape(f"{cast} of {eligible} voted ({_percent(share)})")}</text>'
         "</svg>"
     )
 

@@ -36,7 +36,7 @@ def test_consent_bars_carry_each_count_and_an_accessible_name() -> None:
 
 def test_bar_lengths_are_proportional_to_counts() -> None:
     out = tally_chart("choice", ("A", "B"), OptionCounts(votes={"A": 6, "B": 3}), ["A"])
-    widths = [float(r.get("width", "0")) for r in _svg(out).iter(f"{SVG}rect")]
+    widths = [float(r.get("width", "0")) for r in _svg(out).iter(f"{SVG}rect")][1::2]
     assert widths[0] == pytest.approx(2 * widths[1])
     assert "6 votes winner" in _texts(_svg(out))
 
@@ -88,7 +88,7 @@ def test_turnout_against_quorum() -> None:
     assert "3 of 10 members voted (30%)" in label
     assert "quorum 50%" in label and "quorum not met" in label
     line = next(root.iter(f"{SVG}line"))
-    assert float(line.get("x1", "0")) == pytest.approx(10 + 0.5 * 620)
+    assert float(line.get("x1", "0")) == pytest.approx(0.5 * 360)
     met = _svg(turnout_chart(5, 10, "1/2")).get("aria-label", "")
     assert "quorum met" in met and "not met" not in met
 
@@ -109,8 +109,19 @@ def test_bad_quorum_is_refused() -> None:
 def test_every_bar_fits_and_shows_its_number(values: list[int]) -> None:
     bars = [Bar(f"o{i}", v, str(v)) for i, v in enumerate(values)]
     root = _svg(bar_chart(bars, title="t"))
-    rects = [float(r.get("width", "0")) for r in root.iter(f"{SVG}rect")]
-    assert all(0 <= w <= 640 for w in rects)
+    rects = [float(r.get("width", "0")) for r in root.iter(f"{SVG}rect")][1::2]
+    assert all(0 <= w <= 360 for w in rects)
     assert _texts(root)[1::2] == [str(v) for v in values]
     if max(values) > 0:
-        assert max(rects) == pytest.approx(640 - 220 - 110)
+        assert max(rects) == pytest.approx(360)
+
+
+def test_long_option_names_give_way_to_the_number() -> None:
+    name = "A very long option name that would never fit beside its number on a phone"
+    out = tally_chart(
+        "score", (name, "B"), ScoreCounts(sums={name: 5, "B": 1}, scored={name: 1, "B": 1}), [name]
+    )
+    label, number = _texts(_svg(out))[:2]
+    assert number == "5.0 of 5 (1 scored) winner"
+    assert label.endswith("…") and len(label) + len(number) <= 44
+    assert name in _svg(out).get("aria-label", "")
