@@ -242,6 +242,12 @@ class ActorCache:
                 raise DocumentError(f"{text} answers with a document that has no id")
             if URL(actor_id).origin() != URL(text).origin():
                 raise DocumentError(f"{text} answers for {actor_id}, on another host")
+            if actor_id.rstrip("/") == text.rstrip("/"):  # asked by id: no second fetch
+                actor = parse_actor(document, expected_id=actor_id)
+                row = await self._row(actor.id)
+                await self._check_key_continuity(actor, (row[3], row[4]) if row else None)
+                await self._store(actor)
+                return actor
             return await self.get(actor_id, refresh=True)
         user, host = parse_acct(text)
         private = self.client.allow_private_network and _is_private_host(

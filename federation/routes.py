@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, Protocol
+from xml.sax.saxutils import escape as xml_escape
 
 import msgspec
 from aiohttp import web
@@ -117,6 +118,19 @@ async def _webfinger(request: web.Request) -> web.Response:
         return _json(webfinger_document(actor, resource), JRD_JSON)
     except DocumentError as exc:
         return error_response(exc)
+
+
+async def _host_meta(request: web.Request) -> web.Response:
+    """RFC 6415 host-meta: older fediverse software finds WebFinger through it."""
+    actor = await request.app[SOURCE].local_actor()
+    template = xml_escape(actor.url(".well-known/webfinger") + "?resource={uri}", {'"': "&quot;"})
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<XRD xmlns="http://docs.oasis-open.org/ns/xri/xrd-1.0">\n'
+        f'  <Link rel="lrdd" type="application/jrd+json" template="{template}"/>\n'
+        "</XRD>\n"
+    )
+    return web.Response(text=body, content_type="application/xrd+xml")
 
 
 async def _nodeinfo_links(request: web.Request) -> web.Response:
@@ -258,6 +272,7 @@ def setup_routes(
     app.router.add_get(actor_path, _actor)
     app.router.add_get(actor_path.rstrip("/") + "/entries/{seq}", _entry)
     app.router.add_get("/.well-known/webfinger", _webfinger)
+    app.router.add_get("/.well-known/host-meta", _host_meta)
     app.router.add_get("/.well-known/nodeinfo", _nodeinfo_links)
     app.router.add_get("/nodeinfo/2.1", _nodeinfo)
     app.router.add_get("/outbox", _outbox)

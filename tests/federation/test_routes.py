@@ -217,3 +217,10 @@ async def test_unknown_path_stays_unknown(node: tuple[str, StaticSource]) -> Non
     async with FederationClient(signer=None, allow_private_network=True) as client:
         with pytest.raises(FetchError):
             await client.get_json(base + "/nope")
+
+
+async def test_host_meta_points_to_webfinger(node: tuple[str, StaticSource]) -> None:
+    base, _ = node
+    status, ctype, body = await _get(base + "/.well-known/host-meta")
+    assert status == 200 and ctype.startswith("application/xrd+xml")
+    assert f'template="{base}/.well-known/webfinger?resource={{uri}}"' in body.decode()
