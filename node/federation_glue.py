@@ -46,8 +46,10 @@ from node import chain_store
 from node.api import SERVICES_KEY, authenticate, json_response, read_json
 from node.config import NodeConfig, load_config
 from node.errors import BadRequest
+from node.ledger import Appended, ExtraWrites
 from node.members import require_role
 from node.services import NodeServices, build_services
+from node.storage import Tx
 
 T = TypeVar("T")
 
@@ -176,13 +178,8 @@ async def _federation(app: web.Application) -> AsyncIterator[None]:
     actors = await ActorCache.open(services.config.database_path, client)
     service = FollowService(NodeHost(services), actors)
 
-    def wake_delivery() -> None:
-        # The worker starts after this context; until then its next start reads the queue.
-        worker = app.get(DELIVERY_KEY)
-        if worker is not None:
-            worker.wake()
-
-    service.on_queued = wake_delivery
+    # The worker starts after this context; until then its start reads the queue anyway.
+    service.on_queued = lambda: wake_delivery(app)
     app[CLIENT_KEY] = client
     app[ACTORS_KEY] = actors
     app[FOLLOW_KEY] = service
@@ -232,6 +229,31 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/api/federation/leave", _leave_region)
     app.router.add_post("/api/federation/followers/approve", _approve_follower)
     app.router.add_post("/api/federation/followers/reject", _reject_follower)
+
+
+# --- publishing: queue a new chain entry to everyone who should hear it -------------
+
+
+async def publication(app: web.Application) -> ExtraWrites:
+    """An ``extra`` for ``Ledger.append`` that queues the appended entry, verbatim, to
+    this node's recipients (a region's followers; a chapter's region and its other
+    chapters) in the entry's own transaction. Recipients are looked up first, because
+    that may fetch remote documents, which must not happen inside a write transaction.
+    Call ``wake_delivery(app)`` after the append returns."""
+    recipients = await app[FOLLOW_KEY].recipients()
+
+    async def extra(tx: Tx, appended: Appended) -> None:
+        if recipients:
+            await store.enqueue(tx.connection, appended.entry, recipients)
+
+    return extra
+
+
+def wake_delivery(app: web.Application) -> None:
+    """Have the delivery worker look at the queue now (after a commit that queued)."""
+    worker = app.get(DELIVERY_KEY)
+    if worker is not None:
+        worker.wake()
 
 
 # --- organizer API: who we follow, who follows us, approvals -------------------------
