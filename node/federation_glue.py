@@ -11,6 +11,11 @@
 - one FederationClient (signed with the node's RSA key, SSRF guard per config) and
   the remote actor cache, as typed app keys.
 
+Publishing: ``extra = await publication(app)`` before ``ledger.append(body, extra)``
+queues the new entry to the node's recipients in the entry's transaction;
+``wake_delivery(app)`` afterwards sends it at once. Organizer endpoints under
+``/api/federation`` list, join, leave, approve and reject (docs/protocol.md §9.4).
+
 ``join_command`` / ``leave_command`` are the ``convene join REGION`` and ``convene
 leave REGION`` commands: they queue the Follow (or Undo) in the node's database, and
 the running node's delivery worker sends it.
