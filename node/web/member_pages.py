@@ -95,7 +95,10 @@ async def logout(request: web.Request, visit: Visit) -> web.Response:
 # -- home and proposals ---------------------------------------------------------------
 
 
-def _decided_key(p: ProposalView) -> str:
+def decided_at(p: ProposalView) -> str:
+    """When counting happened: the signed tally's time (a vote may close early)."""
+    if p.tally is not None and isinstance(p.tally.get("published"), str):
+        return str(p.tally["published"])
     return p.closes_at or p.created_at
 
 
@@ -107,7 +110,7 @@ async def home(request: web.Request, visit: Visit) -> web.StreamResponse:
     now = state(request).clock()
     open_ = [p for p in items if p.status == "open"]
     open_.sort(key=lambda p: p.closes_at or "9999")
-    decided = sorted((p for p in items if p.status in ("closed", "decided")), key=_decided_key)
+    decided = sorted((p for p in items if p.status in ("closed", "decided")), key=decided_at)
     drafts = [p for p in items if p.status == "draft"] if visit.member.at_least("organizer") else []
     return render(
         request,
@@ -115,7 +118,7 @@ async def home(request: web.Request, visit: Visit) -> web.StreamResponse:
         "home.html",
         {
             "open": [(p, time_left(p.closes_at, now)) for p in open_],
-            "decided": list(reversed(decided))[:RECENT],
+            "decided": [(p, decided_at(p)) for p in reversed(decided)][:RECENT],
             "drafts": drafts,
         },
     )
