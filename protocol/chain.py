@@ -419,7 +419,7 @@ def _audit_actor(actor: str, seqs: dict[int, dict[str, Mapping[str, Any]]]) -> A
     state: ChainState | None = None
     for seq in sorted(seqs):
         candidates = list(seqs[seq].items())
-        following = {e.get("prev") for e in seqs.get(seq + 1, {}).values()}
+        following = {str(e.get("prev")) for e in seqs.get(seq + 1, {}).values()}
         candidates.sort(key=lambda c: c[0] not in following)  # the branch that continues first
         first_error: ChainError | None = None
         for _, entry in candidates:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from protocol.canonical import canonicalize, decode_json, digest
 from protocol.chain import (
+    CODES,
     ChainState,
     advance,
     audit_chains,
@@ -288,7 +289,7 @@ def test_bad_genesis() -> None:
 @pytest.mark.parametrize(
     ("change", "why"),
     [
-        (lambda e: e.pop("prev"), "missing field"),
+        (lambda e: e.pop("prev"), "missing required field `prev`"),
         (lambda e: e.update(seq=True), "Expected `int`, got `bool`"),
         (lambda e: e.update(seq=1.0), "Expected `int`, got `float`"),
         (lambda e: e.update(seq=-1), ">= 0"),
@@ -525,3 +526,36 @@ def test_worked_example_in_the_protocol_document() -> None:
     tampered["role"] = "admin"
     with pytest.raises(ChainError, match="bad_proof"):
         verify_chain([g, tampered])
+
+
+_odd_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.sampled_from(["", "0" * 64, T0, A, f"{A}#ed25519-0", "z" * 88]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_replaced_field_gives_a_chain_error_never_a_crash(data: st.DataObject) -> None:
+    entries = copy.deepcopy(FLIP_CHAIN)
+    index = data.draw(st.integers(0, len(entries) - 1), label="entry")
+    entry = entries[index]
+    where = entry if data.draw(st.booleans(), label="top") else entry["proof"]
+    field = data.draw(st.sampled_from([*sorted(where), "extra"]), label="field")
+    new = data.draw(_odd_values, label="value")
+    if where.get(field, object()) == new:
+        return
+    where[field] = new
+    with pytest.raises(ChainError):
+        verify_chain(entries)
+    report = audit_chains(entries)
+    assert not report.ok
+    assert all(f.code in CODES for f in report.findings)
