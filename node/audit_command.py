@@ -251,11 +251,12 @@ def audit(
         else:
             records = read_bundle_file(Path(source))
         report = run_audit(records, receipt=receipt, jobs=jobs)
-    except UnreadableInput as exc:
-        click.echo(f"convene audit: unreadable input: {exc}", err=True)
-        sys.exit(EXIT_UNREADABLE)
-    except ProtocolError as exc:  # a record the audit cannot even classify
-        click.echo(f"convene audit: unreadable input: {exc}", err=True)
+    except (UnreadableInput, ProtocolError) as exc:
+        if as_json:
+            error = {"error": "unreadable_input", "detail": str(exc)}
+            click.echo(msgspec.json.encode(error).decode(), err=True)
+        else:
+            click.echo(f"convene audit: unreadable input: {exc}", err=True)
         sys.exit(EXIT_UNREADABLE)
     if as_json:
         click.echo(msgspec.json.encode(report.to_json()).decode())

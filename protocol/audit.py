@@ -416,7 +416,11 @@ def _tally_jobs(
                 )
             )
             continue
-        tallies[key] = (entry_digest(entry), tally)
+        try:
+            tallies[key] = (entry_digest(entry), tally)
+        except ProtocolError as exc:
+            findings.append(_finding(exc, entry))
+            continue
         jobs.append(
             _TallyJob(
                 entry_id=entry["id"],
@@ -655,7 +659,13 @@ class _ChainPart(msgspec.Struct, frozen=True):
 def _check_chain(group: tuple[str, list[dict[str, Any]]]) -> _ChainPart:
     """One actor's chain through chain.audit_chains: proofs, links, keys, forks."""
     actor, entries = group
-    chain = audit_chains(entries).actors[actor]
+    try:
+        chain = audit_chains(entries).actors[actor]
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # Hostile input that chain.py does not yet turn into a ChainError (e.g. an
+        # unhashable "prev"): the chain is unverified and the audit says so.
+        why = f"the chain could not be checked: {type(exc).__name__}: {exc}"
+        return _ChainPart(actor, [Finding(actor, None, "malformed", why)], [], None, False)
     findings = [
         Finding(actor, f.seq, f.code, f.detail + _evidence(f.evidence)) for f in chain.findings
     ]

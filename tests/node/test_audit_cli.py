@@ -222,6 +222,13 @@ def test_an_oversized_line_exits_2(tmp_path: Path, exported: dict[str, Any]) -> 
     assert result.returncode == 2 and "longer than the 1048576 bytes allowed" in result.stderr
 
 
+def test_unreadable_input_with_json_is_a_json_error(tmp_path: Path) -> None:
+    result = audit_in_process(str(tmp_path / "nope.jsonl"), "--json")
+    assert result.returncode == 2
+    error = json.loads(result.stderr)
+    assert error["error"] == "unreadable_input" and "cannot open" in error["detail"]
+
+
 def test_a_missing_file_exits_2(tmp_path: Path) -> None:
     result = audit_in_process(str(tmp_path / "nope.jsonl"))
     assert result.returncode == 2 and "cannot open" in result.stderr

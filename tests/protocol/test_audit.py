@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from protocol.aggregate import aggregate, decision_body
 from protocol.audit import AuditReport, audit_bundle
@@ -556,3 +558,44 @@ def test_a_decision_is_not_verified_from_a_forged_tally(world: dict[str, Any]) -
     forged = _edit_entry(recs, i, cast=1)
     whats = {(f.actor, f.what) for f in audit(forged).findings}
     assert (CH_B, "bad_proof") in whats and (REGION, "decision_mismatch") in whats
+
+
+# --- whatever is changed, the audit answers with findings, never an exception ----------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_edit_of_any_record_is_answered_with_findings(
+    world: dict[str, Any], data: st.DataObject
+) -> None:
+    recs = copy.deepcopy(world["records"])
+    index = data.draw(st.integers(0, len(recs) - 1))
+    record = recs[index]
+    target: dict[str, Any]
+    if isinstance(record, EntryRecord):
+        target = record.entry
+    elif isinstance(record, ActorRecord):
+        target = record.document
+    elif isinstance(record, BallotRecord):
+        target = record.ballot
+    else:
+        return
+    key = data.draw(st.sampled_from(sorted(target)) | st.text(max_size=5))
+    value = data.draw(json_values)
+    changed = target.get(key, object()) != value
+    target[key] = value
+    report = audit_bundle(recs)  # must not raise
+    if changed and not isinstance(record, ActorRecord):
+        # entries are signed and ballots hashed into receipts: any change shows
+        # (an actor document is only checked for its key)
+        assert not report.ok
