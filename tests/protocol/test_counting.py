@@ -153,6 +153,15 @@ def test_count_catches_a_ranking_that_skipped_validation(
         count(spec, [*good, RankedBallot(ranking=ranking)], eligible=4)
 
 
+def test_pairwise_counts_past_a_16_bit_field() -> None:
+    # 70,000 ballots no longer fit the 16-bit fields used for a chapter-sized count.
+    spec = ProposalSpec(method="ranked", options=("A", "B", "C"))
+    ballots = [RankedBallot(ranking=("A", "B", "C"))] * 69_999 + [RankedBallot(ranking=("C",))]
+    assert count(spec, ballots, eligible=70_000) == PairwiseCounts(
+        pairwise=((0, 69_999, 69_999), (0, 0, 69_999), (1, 1, 0))
+    )
+
+
 def test_count_rejects_more_ballots_than_eligible_members() -> None:
     spec, ballots = consent("agree", "agree")
     with pytest.raises(TallyError, match="2 ballots cast but only 1 members eligible"):
