@@ -26,15 +26,17 @@ from nodekit import ROOT, NodeProcess, add_member, call, free_port, init_node
 
 from federation.client import FederationClient
 from federation.crawl import CrawlError, CrawlLimits, crawl
-from node.audit_command import audit, complete_chains, incomplete_chains
+from node.audit_command import complete_chains, incomplete_chains
+from node.cli import main
 from protocol.audit import audit_bundle
 from protocol.bundle import MAX_LINE_BYTES, Body, EntryRecord
 from protocol.chain import entry_digest, genesis
 from protocol.entries import accept_body, key_id, make_entry, roster_change_body
 from protocol.keys import SigningKey
 
-AUDIT = [sys.executable, "-c", "from node.audit_command import audit; audit()"]
-EXPORT = [sys.executable, "-c", "from node.audit_command import export; export()"]
+CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
+AUDIT = [*CONVENE, "audit"]
+EXPORT = [*CONVENE, "export"]
 
 
 def run(cmd: list[str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -49,7 +51,7 @@ class Ran:
 
 def audit_in_process(*args: str) -> Ran:
     """The same command through click's runner: same code and files, no interpreter start."""
-    result = CliRunner().invoke(audit, list(args))
+    result = CliRunner().invoke(main, ["audit", *args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return Ran(result.exit_code, result.stdout, result.stderr)
