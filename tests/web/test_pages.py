@@ -390,3 +390,36 @@ async def test_base_url_is_the_home_page_and_the_actor(
     assert (await answer.json())["id"] == node.services.identity.actor
     html = await context.request.get(node.url + "/", headers={"Accept": "text/html"})
     assert html.status == 200 and "Log in" in await html.text()
+
+
+async def test_organizer_changes_roles_makes_links_and_removes(
+    browser: Browser, node: LiveNode
+) -> None:
+    ctx = await browser.new_context()
+    org = await organizer_page(ctx, node, "Rosa")
+    added = await node.services.members.add("Sam", "member")
+    await org.goto(node.at("/organize/members"))
+    row = org.locator("tbody tr", has_text="Sam")
+    await row.locator("select").select_option("organizer")
+    await row.get_by_role("button", name="Change").click()
+    await org.wait_for_url(node.at("/organize/members"))
+    assert (await node.services.members.get(added.member.id)).role == "organizer"
+    # Only an admin may grant admin.
+    await org.locator("tbody tr", has_text="Sam").locator("select").select_option("admin")
+    await org.locator("tbody tr", has_text="Sam").get_by_role("button", name="Change").click()
+    assert "needs the admin role" in await org.inner_text("main")
+    # A fresh one-time link for Sam, shown to hand over.
+    await org.goto(node.at("/organize/members"))
+    await org.get_by_role("button", name="New login link for Sam").click()
+    link = (await org.inner_text("#login-url")).strip()
+    assert link.startswith(node.url + "/login/") and link != added.login_url
+    # Removing asks first (JavaScript confirm), then Sam is gone and his link is dead.
+    org.once("dialog", lambda dialog: dialog.accept())
+    await org.get_by_role("button", name="Remove Sam").click()
+    await org.wait_for_url(node.at("/organize/members"))
+    assert "Sam" not in await org.inner_text("tbody")
+    gone = await ctx.new_page()
+    await gone.goto(link)
+    await gone.get_by_role("button", name="Log me in").click()
+    assert "already used or expired" in await gone.inner_text("main")
+    await ctx.close()
