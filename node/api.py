@@ -28,6 +28,7 @@ log = logging.getLogger("convene.http")
 
 SERVICES_KEY = web.AppKey("convene_services", NodeServices)
 MAX_JSON_BYTES_KEY = web.AppKey("convene_max_json_bytes", int)
+MEMBER_KEY = web.RequestKey("convene_member", Member)  # who made this request, once known
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _encoder = msgspec.json.Encoder()
@@ -65,8 +66,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, _loggable_path(request.path))
         response = _error(500, "internal", "internal error; the node logged it")
-    found = request.get("convene_member")
-    if isinstance(found, Member):
+    found = request.get(MEMBER_KEY)
+    if found is not None:
         member = found.id
     log.info(
         "request method=%s path=%s status=%d ms=%.1f member=%s",
@@ -105,7 +106,7 @@ async def authenticate(request: web.Request) -> Member:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be 'Bearer TOKEN'")
     member = await request.app[SERVICES_KEY].members.authenticate(token.strip())
-    request["convene_member"] = member
+    request[MEMBER_KEY] = member
     return member
 
 
@@ -176,7 +177,7 @@ async def login(request: web.Request) -> web.Response:
         raise BadRequest(f"login: {exc}") from None
     services = _services(request)
     session, cookie = await services.members.use_login_link(body.token)
-    request["convene_member"] = session.member
+    request[MEMBER_KEY] = session.member
     response = json_response({"member": session.member.to_json(), "csrf": session.csrf})
     response.set_cookie(
         "convene_session",

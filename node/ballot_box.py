@@ -98,20 +98,20 @@ class BallotBox:
                     pending.done.set_result(None)
 
     async def _commit(self, batch: list[PendingBallot]) -> list[PendingBallot]:
-        async with self._db.write() as tx:
-            status = await proposal_store.statuses(tx, (p.proposal_id for p in batch))
-            accepted: list[PendingBallot] = []
-            for pending in batch:
-                now = status.get(pending.proposal_id)
-                if now == "open":
-                    accepted.append(pending)
-                elif not pending.done.done():
-                    pending.done.set_exception(
-                        Conflict(
-                            f"proposal {pending.proposal_id} is {now}; "
-                            "ballots are accepted only while it is open"
-                        )
+        rows = [p.row() for p in batch]
+        ids = [p.proposal_id for p in batch]
+        ok = await self._db.write_now(
+            lambda conn: proposal_store.store_ballot_batch(conn, ids, rows)
+        )
+        accepted: list[PendingBallot] = []
+        for pending, accepted_here in zip(batch, ok, strict=True):
+            if accepted_here:
+                accepted.append(pending)
+            elif not pending.done.done():
+                pending.done.set_exception(
+                    Conflict(
+                        f"proposal {pending.proposal_id} is no longer open; "
+                        "ballots are accepted only while it is open"
                     )
-            if accepted:
-                await proposal_store.insert_ballots(tx, [p.row() for p in accepted])
+                )
         return accepted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -57,6 +58,26 @@ async def next_close_time(db: Database) -> int | None:
         "SELECT MIN(closes_ts) AS t FROM proposals WHERE status = 'open' AND closes_ts IS NOT NULL"
     )
     return None if row is None or row["t"] is None else int(row["t"])
+
+
+def store_ballot_batch(
+    conn: sqlite3.Connection, proposal_ids: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> list[bool]:
+    """Insert the ballots whose proposal is open (one statement); say which were.
+
+    `rows[i]` is in BALLOT_COLUMNS order for `proposal_ids[i]`. Runs on the writer
+    thread inside `Database.write_now`, so the status read and the insert are one
+    transaction: a ballot racing a close is either counted or refused, never lost.
+    """
+    ids = sorted(set(proposal_ids))
+    marks = ",".join("?" for _ in ids)
+    status = dict(conn.execute(f"SELECT id, status FROM proposals WHERE id IN ({marks})", ids))
+    ok = [status.get(pid) == "open" for pid in proposal_ids]
+    conn.executemany(
+        f"INSERT INTO ballots ({', '.join(BALLOT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
+        [row for row, accepted in zip(rows, ok, strict=True) if accepted],
+    )
+    return ok
 
 
 BALLOT_COLUMNS = ("proposal_id", "member_id", "receipt", "ballot", "nonce", "cast_at")
