@@ -35,6 +35,7 @@ from protocol.merkle import EMPTY_ROOT
 from protocol.tally import (
     ConsentCounts,
     OptionCounts,
+    Outcome,
     PairwiseCounts,
     ScoreCounts,
     Tally,
@@ -234,9 +235,7 @@ def _bad_tallies() -> list[tuple[str, str, dict[str, object]]]:
     ]
 
 
-def replace_result(result: str) -> object:
-    from protocol.tally import Outcome
-
+def replace_result(result: str) -> Outcome:
     return Outcome(result=result, quorum_met=True)  # type: ignore[arg-type]
 
 
