@@ -221,9 +221,18 @@ def main() -> None:
         items = report.verified.entries + report.verified.ballots
         del records, report
 
+        before = os.times()
         t = time.perf_counter()
         full = run_audit(read_bundle_file(path, show_progress=False), receipt=None, jobs=cores)
         full_s = time.perf_counter() - t
+        after = os.times()
+        main_cpu = after.user - before.user + after.system - before.system
+        worker_cpu = (
+            after.children_user
+            - before.children_user
+            + after.children_system
+            - before.children_system
+        )
         assert full.ok, full.findings[:3]
         assert full.verified.entries + full.verified.ballots == items
 
@@ -237,6 +246,10 @@ def main() -> None:
     print(
         f"whole bundle, {cores} processes:     {full_s:10.2f} s  (read, decode, audit; "
         "target < 10 s at full size)"
+    )
+    print(
+        f"  CPU: {main_cpu:.2f} s in the main process, {worker_cpu:.2f} s in the workers; "
+        f"load average {os.getloadavg()[0]:.1f} on {cores} cores"
     )
     print(
         f"RESULT verified_per_s={rate:.0f} raw_verify_per_s={raw:.0f} ratio={ratio:.2f} "
