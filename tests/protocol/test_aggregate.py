@@ -529,3 +529,29 @@ def test_reason_texts_are_explanations_not_compared() -> None:
     body["outcome"]["quorum_met"] = False  # type: ignore[index]
     with pytest.raises(TallyError, match="field 'outcome' differs"):
         verify_decision(spec, tallies, body)
+
+
+@settings(max_examples=40, deadline=None)
+@given(region_case, st.sampled_from(("pooled", "chapters", "double-majority")), st.randoms())
+def test_every_rule_decides_the_same_whatever_the_tally_order(
+    case: tuple[str, list[tuple[Ballot, int]], list[int]], rule: str, rnd: object
+) -> None:
+    method, placed, absent = case
+    spec = replace(SPEC_FOR[method], rule=rule, quorum="1/3")
+    per_chapter: list[list[Ballot]] = [[] for _ in CHAPTERS]
+    for ballot, where in placed:
+        per_chapter[where].append(ballot)
+    tallies = signed(
+        *(
+            tally(spec, ch, bs, eligible=len(bs) + extra)
+            for ch, bs, extra in zip(CHAPTERS, per_chapter, absent, strict=True)
+            if bs or extra
+        )
+    )
+    d = aggregate(spec, tallies, proposal=PROPOSAL, proposal_digest=PROPOSAL_DIGEST)
+    shuffled = list(tallies)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    assert aggregate(spec, shuffled, proposal=PROPOSAL, proposal_digest=PROPOSAL_DIGEST) == d
+    assert d.outcome == {"pooled": d.pooled, "chapters": d.by_chapters}.get(rule, d.outcome)
+    assert d.counted == sum(1 for c in d.chapters if c.status == "counted")
+    verify_decision(spec, shuffled, decision_body(d))
