@@ -20,6 +20,7 @@ from node.web.audit_page import add_audit_routes
 from node.web.member_pages import add_member_routes
 from node.web.organizer_pages import add_organizer_routes
 from node.web.page import WEB_KEY, WebState, friendly_time
+from node.web.region_page import add_region_routes
 from node.web.session import SessionCodec, load_or_create_secret
 
 HERE = Path(__file__).parent
@@ -47,4 +48,5 @@ def setup_web(app: web.Application) -> None:
     add_member_routes(app)
     add_organizer_routes(app)
     add_audit_routes(app)
+    add_region_routes(app)
     app.router.add_static("/static/", HERE / "static")

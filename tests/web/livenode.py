@@ -52,12 +52,14 @@ class LiveNode:
 
 
 async def start_node(
-    data_dir: Path, name: str = "Riverside Chapter"
+    data_dir: Path, name: str = "Riverside Chapter", kind: str = "chapter"
 ) -> tuple[LiveNode, web.AppRunner]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    await init_node(data_dir, name=name, url=url, kind="chapter")
-    app = create_app(load_config(data_dir, {"port": port, "host": "127.0.0.1"}))
+    await init_node(data_dir, name=name, url=url, kind=kind)
+    # Loopback federation between test nodes needs private addresses allowed.
+    options = {"port": port, "host": "127.0.0.1", "allow_private_network": True}
+    app = create_app(load_config(data_dir, options))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
