@@ -18,7 +18,7 @@ import gc
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +56,7 @@ from protocol.errors import ProtocolError
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 PROGRESS_MIN_BYTES = 32 << 20  # below this an audit takes about a second: no bar
+PROGRESS_MIN_RECORDS = 100_000  # the same, counted in records (a URL crawl has no file)
 PARALLEL_MIN_ITEMS = 5_000  # a process pool costs more than it saves on small bundles
 
 T = TypeVar("T")
@@ -142,12 +143,14 @@ def _run_slice(bounds: tuple[int, int]) -> list[Any]:
     return [fn(item) for item in items[bounds[0] : bounds[1]]]
 
 
-def fork_map(fn: Callable[[Any], Any], args: Iterable[Any], workers: int) -> list[Any]:
-    """``list(map(fn, args))`` across ``workers`` forked processes, order kept."""
+def fork_map(fn: Callable[[Any], Any], args: Iterable[Any], workers: int) -> Iterator[Any]:
+    """``map(fn, args)`` across ``workers`` forked processes, order kept; results come
+    slice by slice as they are done (so a progress bar moves)."""
     global _inherited
     items = list(args)
     if workers < 2 or len(items) < 2:
-        return [fn(item) for item in items]
+        yield from map(fn, items)
+        return
     parts = min(len(items), workers * 4)  # a few slices per worker evens out the load
     step = -(-len(items) // parts)
     bounds = [(k, min(k + step, len(items))) for k in range(0, len(items), step)]
@@ -158,7 +161,8 @@ def fork_map(fn: Callable[[Any], Any], args: Iterable[Any], workers: int) -> lis
     try:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            return [result for part in pool.map(_run_slice, bounds) for result in part]
+            for part in pool.map(_run_slice, bounds):
+                yield from part
     finally:
         _inherited = None
         gc.unfreeze()
@@ -172,15 +176,29 @@ def process_mapper(jobs: int, items: int) -> Mapper[Any, Any] | None:
     return functools.partial(fork_map, workers=workers)
 
 
-def run_audit(records: list[Any], *, receipt: str | None, jobs: int) -> AuditReport:
+def run_audit(
+    records: list[Any], *, receipt: str | None, jobs: int, show_progress: bool = False
+) -> AuditReport:
     body = [r for r in records if not isinstance(r, Header)]
     collecting = gc.isenabled()
     gc.disable()  # as in read_bundle_file: many containers, no cycles
+    checked = sum(1 for r in body if not isinstance(r, ActorRecord))  # what progress counts
+    bar = tqdm(
+        total=checked, unit="rec", desc="auditing", file=sys.stderr, disable=not show_progress
+    )
     try:
-        return audit_bundle(body, receipt=receipt, mapper=process_mapper(jobs, len(body)))
+        return audit_bundle(
+            body, receipt=receipt, mapper=process_mapper(jobs, len(body)), progress=bar.update
+        )
     finally:
+        bar.close()
         if collecting:
             gc.enable()
+
+
+def wants_progress(records: int) -> bool:
+    """A bar only where someone watches (a terminal) and only when there is a wait."""
+    return sys.stderr.isatty() and records >= PROGRESS_MIN_RECORDS
 
 
 def summary(source: str, report: AuditReport) -> str:
@@ -250,7 +268,9 @@ def audit(
             records: list[Any] = crawl_bundle(source, allow_private_network=allow_private_network)
         else:
             records = read_bundle_file(Path(source))
-        report = run_audit(records, receipt=receipt, jobs=jobs)
+        report = run_audit(
+            records, receipt=receipt, jobs=jobs, show_progress=wants_progress(len(records))
+        )
     except (UnreadableInput, ProtocolError) as exc:
         if as_json:
             error = {"error": "unreadable_input", "detail": str(exc)}

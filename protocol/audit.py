@@ -128,9 +128,15 @@ def audit_bundle(
     *,
     receipt: str | None = None,
     mapper: Mapper[Any, Any] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> AuditReport:
-    """Check every record of a bundle with the protocol/ rules; findings, never raises."""
+    """Check every record of a bundle with the protocol/ rules; findings, never raises.
+
+    ``progress``, if given, is called with how many more records (entries, ballots,
+    receipts) have been checked, as the chains and tallies are done.
+    """
     run: Mapper[Any, Any] = mapper if mapper is not None else map
+    advance = progress if progress is not None else _no_progress
     b = _Sorted.of(records)
     findings = list(b.findings)
 
@@ -139,6 +145,7 @@ def audit_bundle(
     latest_key: dict[str, tuple[str, str]] = {}
     equivocating: list[str] = []
     for part in chains:
+        advance(part.size)
         findings += part.findings
         valid_entries[part.actor] = set(part.valid_seqs)
         if part.latest_key is not None:
@@ -160,6 +167,7 @@ def audit_bundle(
     ballots_ok = 0
     receipts_ok = 0
     for part in run(_check_tally, tally_jobs):
+        advance(part.size)
         findings += part.findings
         recounted += part.recounted
         if part.entry_id in valid:  # ballots check out only against a signed tally
@@ -205,6 +213,10 @@ def audit_bundle(
         findings=tuple(sorted(set(findings), key=Finding.sort_key)),
         receipt=receipt_check,
     )
+
+
+def _no_progress(done: int) -> None:
+    pass
 
 
 # --- sorting the records ----------------------------------------------------------------
@@ -368,6 +380,7 @@ class _TallyJob(msgspec.Struct, frozen=True):
 
 class _TallyPart(msgspec.Struct, frozen=True):
     entry_id: str
+    size: int  # ballots and receipts checked
     ok: bool
     recounted: int
     ballots_ok: int
@@ -504,7 +517,8 @@ def _check_tally(job: _TallyJob) -> _TallyPart:
         recounted = 1
     elif t.cast == 0:
         recounted = 1  # nothing to disclose: check_tally has checked the empty root
-    return _TallyPart(job.entry_id, not out, recounted, ballots_ok, receipts_ok, out)
+    size = len(job.ballots) + len(job.receipts)
+    return _TallyPart(job.entry_id, size, not out, recounted, ballots_ok, receipts_ok, out)
 
 
 def _recount(job: _TallyJob, fail: Callable[[str, str], None]) -> int:
@@ -650,6 +664,7 @@ def _check_receipt(
 
 class _ChainPart(msgspec.Struct, frozen=True):
     actor: str
+    size: int  # entries checked
     findings: list[Finding]
     valid_seqs: list[int]
     latest_key: tuple[str, str] | None
@@ -665,7 +680,8 @@ def _check_chain(group: tuple[str, list[dict[str, Any]]]) -> _ChainPart:
         # Hostile input that chain.py does not yet turn into a ChainError (e.g. an
         # unhashable "prev"): the chain is unverified and the audit says so.
         why = f"the chain could not be checked: {type(exc).__name__}: {exc}"
-        return _ChainPart(actor, [Finding(actor, None, "malformed", why)], [], None, False)
+        finding = Finding(actor, None, "malformed", why)
+        return _ChainPart(actor, len(entries), [finding], [], None, False)
     findings = [
         Finding(actor, f.seq, f.code, f.detail + _evidence(f.evidence)) for f in chain.findings
     ]
@@ -676,6 +692,7 @@ def _check_chain(group: tuple[str, list[dict[str, Any]]]) -> _ChainPart:
     state = chain.state
     return _ChainPart(
         actor=actor,
+        size=len(entries),
         findings=findings,
         valid_seqs=valid,
         latest_key=None if state is None else (state.key_id, state.key.multibase),

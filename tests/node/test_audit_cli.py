@@ -26,7 +26,7 @@ from nodekit import ROOT, NodeProcess, add_member, call, free_port, init_node
 
 from federation.client import FederationClient
 from federation.crawl import CrawlError, CrawlLimits, crawl
-from node.audit_command import complete_chains, incomplete_chains
+from node.audit_command import complete_chains, incomplete_chains, read_bundle_file, run_audit
 from node.cli import main
 from protocol.audit import audit_bundle
 from protocol.bundle import MAX_LINE_BYTES, Body, EntryRecord
@@ -405,3 +405,14 @@ async def test_the_export_completes_chains_it_holds_in_part() -> None:
         held, "https://me.example/actor", allow_private_network=True
     )
     assert len(warnings) == 1 and region in warnings[0]
+
+
+def test_a_progress_bar_on_request(
+    exported: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    kinds = [r["kind"] for r in lines_of(exported["bundle"])]
+    checked = sum(k in ("entry", "ballot", "receipt") for k in kinds)
+    records = read_bundle_file(exported["bundle"], show_progress=True)
+    report = run_audit(records, receipt=None, jobs=1, show_progress=True)
+    err = capsys.readouterr().err
+    assert report.ok and "reading" in err and "auditing" in err and f"{checked}/{checked}" in err

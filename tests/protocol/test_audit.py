@@ -599,3 +599,12 @@ def test_any_edit_of_any_record_is_answered_with_findings(
         # entries are signed and ballots hashed into receipts: any change shows
         # (an actor document is only checked for its key)
         assert not report.ok
+
+
+def test_progress_counts_every_entry_ballot_and_receipt(world: dict[str, Any]) -> None:
+    done: list[int] = []
+    audit(world["records"], progress=done.append)
+    checked = sum(
+        isinstance(r, EntryRecord | BallotRecord | ReceiptRecord) for r in world["records"]
+    )
+    assert sum(done) == checked and len(done) == 6  # three chains, three tallies
