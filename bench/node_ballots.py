@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -56,6 +57,11 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def plain_server(port: int) -> None:
@@ -134,9 +140,11 @@ async def run(seconds: float) -> dict[str, float]:
                 proposal = await response.json()
             target = f"http://127.0.0.1:{port}/api/proposals/{proposal['id']}/ballots"
             await drive(target, tokens, {"choice": "a"}, min(1.0, seconds / 3))  # warm up
-            started = time.monotonic()
+            started, cpu = time.monotonic(), cpu_seconds(node.pid)
             ballots = await drive(target, tokens, {"choice": "b"}, seconds)
-            ballots_per_s = ballots / (time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            ballots_per_s = ballots / elapsed
+            node_cpu = (cpu_seconds(node.pid) - cpu) / elapsed
         finally:
             node.terminate()
             node.wait(timeout=10)
@@ -158,6 +166,7 @@ async def run(seconds: float) -> dict[str, float]:
         "plain_post_per_s": plain_per_s,
         "ratio": ballots_per_s / plain_per_s,
         "idle_rss_mb": idle,
+        "node_cpu": node_cpu,
     }
 
 
@@ -181,7 +190,8 @@ def main() -> None:
         f"ballots_per_s={result['ballots_per_s']:.0f} "
         f"plain_post_per_s={result['plain_post_per_s']:.0f} "
         f"ratio={result['ratio']:.3f} "
-        f"idle_rss_mb={result['idle_rss_mb']:.1f}"
+        f"idle_rss_mb={result['idle_rss_mb']:.1f} "
+        f"node_cpu={result['node_cpu']:.2f}"
     )
 
 
