@@ -215,6 +215,8 @@ def summary(source: str, report: AuditReport) -> str:
         f"  ballots    {v.ballots}/{s.ballots} verified",
         f"  receipts   {v.receipts}/{s.receipts} verified",
     ]
+    if report.equivocating:
+        lines.append(f"  EQUIVOCATING (two entries for one seq): {', '.join(report.equivocating)}")
     if report.receipt is not None:
         r = report.receipt
         lines.append(

@@ -416,3 +416,14 @@ def test_a_progress_bar_on_request(
     report = run_audit(records, receipt=None, jobs=1, show_progress=True)
     err = capsys.readouterr().err
     assert report.ok and "reading" in err and "auditing" in err and f"{checked}/{checked}" in err
+
+
+def test_an_equivocation_is_shouted_in_the_summary(exported: dict[str, Any]) -> None:
+    records = lines_of(exported["bundle"])
+    entry = next(r["entry"] for r in records if r["kind"] == "entry" and r["entry"]["seq"] == 1)
+    fork = json.loads(json.dumps(entry))
+    fork["published"] = "2030-01-01T00:00:00Z"
+    records.append({"kind": "entry", "entry": fork})
+    result = audit_in_process(str(write(exported["base"] / "fork.jsonl", records)))
+    assert result.returncode == 1
+    assert f"EQUIVOCATING (two entries for one seq): {entry['actor']}" in result.stdout
