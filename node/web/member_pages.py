@@ -23,6 +23,7 @@ from node.web.page import (
     time_left,
 )
 from protocol import ballots
+from protocol.aggregate import parse_decision
 from protocol.ballots import CONSENT_CHOICES
 from protocol.errors import ProtocolError
 from protocol.tally import parse_tally
@@ -164,24 +165,42 @@ async def cast_vote(request: web.Request, visit: Visit) -> web.Response:
     return render(request, visit, "receipt.html", {"p": proposal, "receipt": receipt}, 201)
 
 
+def _winners(outcome: dict[str, Any]) -> tuple[list[str], bool]:
+    winner = outcome.get("winner")
+    return ([winner] if winner else list(outcome.get("tied", []))), outcome.get("result") == "tie"
+
+
 def results_context(p: ProposalView) -> dict[str, Any]:
-    """What the results page shows, read from the signed tally (and decision) entries."""
+    """What the results page shows, read from the signed tally and decision entries.
+
+    Both are decoded strictly by protocol/ (a malformed one is an error page, never a
+    wrong chart). A regional decision (§8.5) adds the region's summed counts and the
+    per-chapter breakdown; the local tally is then this chapter's share.
+    """
+    context: dict[str, Any] = {"p": p, "chart": None, "regional": None}
     if p.tally is None:
-        return {"p": p, "chart": None}
-    tally = parse_tally(p.tally)  # strict: a malformed tally is an error, not a chart
+        return context
+    tally = parse_tally(p.tally)
     decision = p.decision or {}
     outcome = decision.get("outcome") or msgspec.to_builtins(tally.outcome)
-    winners = [outcome["winner"]] if outcome.get("winner") else list(outcome.get("tied", []))
-    tie = outcome.get("result") == "tie"
-    return {
-        "p": p,
+    winners, tie = _winners(outcome)
+    if "chapters" in decision:
+        regional = parse_decision(decision)
+        context["regional"] = regional
+        context["region_chart"] = tally_chart(
+            p.method, p.options, regional.counts, winners, tie=tie
+        )
+        context["region_turnout"] = turnout_chart(regional.cast, regional.eligible, p.quorum)
+        # This chapter's own outcome marks its own chart.
+        winners, tie = _winners(msgspec.to_builtins(tally.outcome))
+    context |= {
         "chart": tally_chart(p.method, p.options, tally.counts, winners, tie=tie),
         "turnout": turnout_chart(tally.cast, tally.eligible, p.quorum),
         "tally": tally,
         "entry": p.tally,
         "outcome": outcome,
-        "chapters": decision.get("chapters") or [],
     }
+    return context
 
 
 @page
