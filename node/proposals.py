@@ -21,7 +21,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -48,6 +48,14 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 }
 
 
+class RegionalHook(Protocol):
+    """What node/regional.py adds to a region's regional proposals (set at app setup)."""
+
+    async def default_chapters(self) -> list[str]: ...
+
+    def question_terms(self, closes_at: str | None) -> dict[str, Any]: ...
+
+
 def next_status(proposal_id: str, status: str, event: str) -> str:
     try:
         return TRANSITIONS[(status, event)]
@@ -67,6 +75,7 @@ class Proposals:
         self._specs: dict[str, ballots.ProposalSpec] = {}
         self._opened: dict[str, tuple[str, ballots.ProposalSpec]] = {}
         self.changed = asyncio.Event()  # wakes the auto-closer when a close time appears
+        self.regional: RegionalHook | None = None
 
     # -- reading ------------------------------------------------------------------
 
@@ -92,6 +101,8 @@ class Proposals:
 
     async def create(self, author: Member, form: NewProposal) -> ProposalView:
         require_role(author, "organizer", "creating a proposal")
+        if form.scope == "regional" and not form.chapters and self.regional is not None:
+            form = msgspec.structs.replace(form, chapters=await self.regional.default_chapters())
         spec = form.spec(self._identity.kind)
         closes_ts = parse_rfc3339(form.closes_at, field="closes_at") if form.closes_at else None
         now = self._clock()
@@ -222,9 +233,11 @@ class Proposals:
         """Background task: sleep until the next close time, close, repeat."""
         while True:
             self.changed.clear()
-            with contextlib.suppress(Exception):
+            try:
                 for proposal_id in await self.close_due():
                     log.info("auto-closed proposal=%s", proposal_id)
+            except Exception:  # keep the closer alive; the next pass retries
+                log.exception("auto-close pass failed")
             due = await proposal_store.next_close_time(self._db)
             wait = 3600.0 if due is None else max(0.05, min(3600.0, due - self._clock()))
             with contextlib.suppress(TimeoutError):
@@ -258,6 +271,8 @@ class Proposals:
             return
         url = self.url_of(proposal_id)
         body = question_body(row, self._spec(row), url)
+        if self.regional is not None and self._spec(row).scope == "regional":
+            body |= self.regional.question_terms(row["closes_at"])
         entry = await self._ledger.append_in(tx, body)
         await proposal_store.update_proposal(
             tx,
@@ -269,6 +284,11 @@ class Proposals:
         row = await self._row_tx(tx, proposal_id)
         status = next_status(proposal_id, row["status"], "close")
         spec = self._spec(row)
+        if spec.scope == "regional" and row["origin"] is None:
+            # A region counts no ballots of its own: node/regional.py decides from the
+            # chapters' signed tallies.
+            await proposal_store.update_proposal(tx, proposal_id, {"status": status})
+            return
         last = await proposal_store.last_ballots(tx, proposal_id)
         await proposal_store.mark_counted(tx, (b["id"] for b in last))
         typed = [ballots.validate_ballot(spec, msgspec.json.decode(b["ballot"])) for b in last]
