@@ -41,6 +41,8 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     log_level: str = "INFO"
     # Honour X-Forwarded-Proto/Host only behind a proxy that sets them (node/ops.py).
     trust_forwarded: bool = False
+    # Regional votes: how long after close a chapter's tally still counts (node/regional.py).
+    regional_grace_s: int = 600
 
     @property
     def database_path(self) -> Path:
@@ -58,6 +60,7 @@ OPTION_HELP: dict[str, str] = {
     "group_commit_max": "most ballots committed in one transaction",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "trust_forwarded": "trust X-Forwarded-Proto/Host from a reverse proxy in front of the node",
+    "regional_grace_s": "seconds after a regional vote closes that tallies still count",
 }
 
 
