@@ -7,7 +7,13 @@ import asyncio
 import io
 import json
 import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
 import tarfile
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -15,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import click
 import pytest
 from aiohttp import web
 from nodekit import (
@@ -41,6 +48,7 @@ from node.ops import BACKUP_FILES, MANIFEST
 from protocol import chain
 
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
+CONVENE_BIN = Path(sys.executable).parent / "convene"
 
 
 @asynccontextmanager
@@ -448,3 +456,145 @@ def test_backup_of_a_missing_node_says_where(tmp_path: Path) -> None:
 def test_backup_commands_are_on_the_convene_cli() -> None:
     out = run_cli("--help").stdout
     assert "backup" in out and "restore" in out
+
+
+# --- the self-hosting guide -----------------------------------------------------------
+
+GUIDE = ROOT / "docs" / "self-hosting.md"
+
+
+def guide_blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", GUIDE.read_text(), flags=re.S)
+
+
+def unit_value(unit: str, key: str) -> str:
+    (line,) = [x for x in unit.splitlines() if x.startswith(f"{key}=")]
+    return line.split("=", 1)[1]
+
+
+def check_mention(words: list[str]) -> None:
+    """An inline `convene ...` in the guide names a real command and real options."""
+    from node.cli import main
+
+    command: click.Command = main
+    rest = list(words[1:])
+    while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+        found = command.get_command(click.Context(command), rest.pop(0))
+        assert found is not None, f"the guide mentions an unknown command: {words}"
+        command = found
+    known = {opt for param in command.params for opt in param.opts}
+    unknown = [w for w in rest if w.startswith("--") and w.split("=")[0] not in known]
+    assert unknown == [], f"{words}: no such option {unknown}"
+
+
+def test_every_command_in_the_self_hosting_guide_works(tmp_path: Path) -> None:
+    """The guide's `convene` commands, in its order, with /var/lib/convene made a temp
+    folder: the node it makes serves under the systemd unit's own command line, is
+    backed up live (by hand and by the timer's command), restored, exported and
+    audited, and survives the transport key rotation done with the guide's openssl."""
+    home = str(tmp_path)
+    port = free_port()
+
+    def local(text: str) -> str:
+        return text.replace("/var/lib/convene", home)
+
+    sh = [line.strip() for block in guide_blocks("sh") for line in block.splitlines()]
+    commands = [local(line) for line in sh if line.startswith("convene ")]
+    names = [shlex.split(c)[1] for c in commands]
+    for needed in ("init", "member", "serve", "backup", "restore", "export", "audit"):
+        assert needed in names, f"the guide never runs convene {needed}"
+    service = next(b for b in guide_blocks("ini") if "convene serve" in b)
+    timer_job = next(b for b in guide_blocks("ini") if "convene backup" in b)
+    exec_start = local(unit_value(service, "ExecStart"))
+    assert (
+        shlex.split(exec_start)[1:]
+        == shlex.split(next(c for c in commands if c.startswith("convene serve")))[1:]
+    ), "systemd runs the command the guide tries by hand"
+    (toml_edit,) = guide_blocks("toml")
+    data = Path(home) / "data"
+    node: subprocess.Popen[bytes] | None = None
+    log = (tmp_path / "serve.log").open("wb")
+    try:
+        for command in commands:
+            words = shlex.split(command)
+            if words[1] == "serve":
+                if node is None:  # the hand-run serve and the unit's are the same line
+                    config = (data / "convene.toml").read_text()
+                    for line in toml_edit.splitlines():
+                        key, value = (p.strip() for p in line.split("#")[0].split("=", 1))
+                        value = str(port) if key == "port" else value
+                        config, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", config)
+                        assert n == 1, f"convene.toml has no {key} line to edit"
+                    (data / "convene.toml").write_text(config)
+                    node = subprocess.Popen(
+                        [*CONVENE, *shlex.split(exec_start)[1:]], cwd=ROOT, stdout=log, stderr=log
+                    )
+                    _wait_health(port, node, tmp_path / "serve.log")
+                continue
+            done = run_cli(*words[1:], check=False)
+            assert done.returncode == 0, f"{command}: {done.stderr}"
+        assert node is not None
+        health = json.loads(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
+        )
+        shown = re.search(r'`(\{"status": "ok".*?\})`', GUIDE.read_text(), flags=re.S)
+        assert shown is not None and json.loads(shown.group(1).replace("\n", " ")) == health
+        # The nightly timer's command, as systemd's sh would run it ("%%" is "%").
+        nightly = local(unit_value(timer_job, "ExecStart")).replace("%%", "%")
+        args = shlex.split(nightly)
+        ran = subprocess.run(
+            [args[0], args[1], args[2].replace(f"{home}/venv/bin/convene", str(CONVENE_BIN))],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        assert len(list((Path(home) / "backups").glob("convene-[1-7].tar.gz"))) == 1
+        # Rotating the transport key with the guide's own openssl lines.
+        before = _actor(port)["publicKey"]["publicKeyPem"]
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=20)
+        for line in sh:
+            if "openssl" in line or "rsa.pem.new" in line:
+                ran = subprocess.run(
+                    shlex.split(local(line.removeprefix("sudo -u convene "))),
+                    capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert ran.returncode == 0, ran.stderr
+        node = subprocess.Popen(
+            [*CONVENE, *shlex.split(exec_start)[1:]], cwd=ROOT, stdout=log, stderr=log
+        )
+        _wait_health(port, node, tmp_path / "serve.log")
+        assert _actor(port)["publicKey"]["publicKeyPem"] != before
+    finally:
+        if node is not None and node.poll() is None:
+            node.send_signal(signal.SIGINT)
+            node.wait(timeout=20)
+        log.close()
+    restored = Path(home) / "data-restored"
+    assert (restored / "convene.sqlite3").exists() and (restored / "keys" / "rsa.pem").exists()
+    for mention in re.findall(r"`(convene [^`]+)`", GUIDE.read_text().replace("\n", " ")):
+        check_mention(shlex.split(mention))
+
+
+def _wait_health(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(log.read_text()[-3000:])
+
+
+def _actor(port: int) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/actor", headers={"Accept": "application/activity+json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        actor: dict[str, Any] = json.load(response)
+    return actor
