@@ -4,7 +4,8 @@ The page re-verifies the whole chain with protocol/chain.py's `audit_chains` —
 same code `convene audit` runs — rather than trusting the database: an entry shows
 "verified" only if its proof, its `prev` link and its key check out from the genesis
 on. Two different entries with one `seq` are flagged as an equivocation
-(ARCHITECTURE "The signature chain").
+(ARCHITECTURE "The signature chain"), and so are the other nodes that federation's
+inbox caught signing two entries for one seq: their evidence is listed by digest.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
+from federation import store as fed_store
+from node.federation_glue import FOLLOW_KEY
 from node.web.page import Visit, page, render, services
 from protocol.chain import audit_chains, entry_digest
 from protocol.errors import ProtocolError
@@ -59,6 +63,31 @@ def audit_rows(entries: list[dict[str, Any]]) -> tuple[list[AuditRow], list[str]
     return rows, [str(f) for f in report.findings]
 
 
+@dataclass(frozen=True)
+class CaughtEquivocating:
+    actor: str
+    seq: int
+    digests: tuple[str, ...]
+
+
+async def remote_equivocations(request: web.Request) -> list[CaughtEquivocating]:
+    """Evidence the inbox kept of other actors' equivocations, read through federation."""
+    follow = request.app.get(FOLLOW_KEY)
+    if follow is None:  # federation not running (e.g. a tool building only the pages)
+        return []
+    found = await follow.host.write(lambda conn: fed_store.equivocations(conn))
+    out = []
+    for item in found:
+        digests = []
+        for body in item.entries:
+            try:
+                digests.append(entry_digest(msgspec.json.decode(body)))
+            except (ProtocolError, msgspec.DecodeError):
+                digests.append("unreadable entry")
+        out.append(CaughtEquivocating(item.actor, item.seq, tuple(digests)))
+    return out
+
+
 @page
 async def audit(request: web.Request, visit: Visit) -> web.Response:
     entries = await services(request).ledger.entries()
@@ -70,6 +99,7 @@ async def audit(request: web.Request, visit: Visit) -> web.Response:
     shown = [r for r in rows if before is None or r.seq < before][:PAGE_SIZE]
     older = shown[-1].seq if shown and shown[-1].seq > 0 else None
     context = {"rows": shown, "findings": findings, "total": len(rows), "older": older}
+    context["caught"] = await remote_equivocations(request)
     return render(request, visit, "audit.html", context)
 
 
