@@ -45,7 +45,7 @@ from protocol.ballots import (
 )
 from protocol.bundle import ActorRecord, BallotRecord, EntryRecord, Header, ReceiptRecord
 from protocol.bundle import Record as BundleRecord
-from protocol.chain import audit_chains, entry_digest
+from protocol.chain import ChainState, audit_chains, check_entry, entry_digest
 from protocol.counting import count
 from protocol.errors import ProtocolError
 from protocol.roster import roster_at, roster_root
@@ -147,12 +147,15 @@ def audit_bundle(
     for part in chains:
         advance(part.size)
         findings += part.findings
+        for seq, digest in part.accepted.items():
+            b.prefer(part.actor, seq, digest)
         valid_entries[part.actor] = set(part.valid_seqs)
         if part.latest_key is not None:
             latest_key[part.actor] = part.latest_key
         if part.equivocating:
             equivocating.append(part.actor)
 
+    b.classify()
     actors_ok = _check_actors(b.actors, latest_key, findings)
     valid = {
         key: entry
@@ -285,16 +288,31 @@ class _Sorted:
         if known == entry:
             return  # an identical copy (the node's own and a relayed one) counts once
         self.entries[actor].append(entry)
-        if known is not None:
-            return  # an equivocation: the chain check names it; the first copy is used
-        self.by_id[entry_id] = entry
-        kind = entry.get("type")
-        if kind == "Question":
-            self.questions[entry_id] = entry
-        elif kind == "Tally":
-            self.tallies.append(entry)
-        elif kind == "Decision":
-            self.decisions.append(entry)
+        if known is None:
+            self.by_id[entry_id] = entry  # for two copies, the chain check picks one
+
+    def prefer(self, actor: str, seq: int, digest: str) -> None:
+        """Of two entries claiming one seq, use the one with ``digest`` (the signed one)."""
+        for entry in self.entries[actor]:
+            if entry.get("seq") == seq and entry_digest_or_none(entry) == digest:
+                self.by_id[str(entry.get("id"))] = entry
+
+    def classify(self) -> None:
+        for entry_id, entry in self.by_id.items():
+            kind = entry.get("type")
+            if kind == "Question":
+                self.questions[entry_id] = entry
+            elif kind == "Tally":
+                self.tallies.append(entry)
+            elif kind == "Decision":
+                self.decisions.append(entry)
+
+
+def entry_digest_or_none(entry: Mapping[str, Any]) -> str | None:
+    try:
+        return entry_digest(entry)
+    except ProtocolError:
+        return None
 
 
 # --- actors and proposals -----------------------------------------------------------------
@@ -393,7 +411,11 @@ def _tally_jobs(
 ) -> tuple[list[_TallyJob], dict[tuple[str, str], tuple[str, Tally]]]:
     jobs: list[_TallyJob] = []
     tallies: dict[tuple[str, str], tuple[str, Tally]] = {}
-    rosters = _Rosters(b.entries)
+    # one copy per seq (the signed one where a copy was forged): the chain as checked
+    chains: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in b.by_id.values():
+        chains[entry["actor"]].append(entry)
+    rosters = _Rosters(chains)
     for entry in b.tallies:
         try:
             tally = parse_tally(entry)
@@ -669,6 +691,7 @@ class _ChainPart(msgspec.Struct, frozen=True):
     valid_seqs: list[int]
     latest_key: tuple[str, str] | None
     equivocating: bool
+    accepted: dict[int, str]  # seq -> digest of the one signed copy where others are forged
 
 
 def _check_chain(group: tuple[str, list[dict[str, Any]]]) -> _ChainPart:
@@ -681,23 +704,65 @@ def _check_chain(group: tuple[str, list[dict[str, Any]]]) -> _ChainPart:
         # unhashable "prev"): the chain is unverified and the audit says so.
         why = f"the chain could not be checked: {type(exc).__name__}: {exc}"
         finding = Finding(actor, None, "malformed", why)
-        return _ChainPart(actor, len(entries), [finding], [], None, False)
-    findings = [
-        Finding(actor, f.seq, f.code, f.detail + _evidence(f.evidence)) for f in chain.findings
-    ]
-    through = chain.verified_through
-    valid = (
-        [] if through is None else [s for s in range(through + 1) if s not in chain.equivocations]
-    )
+        return _ChainPart(actor, len(entries), [finding], [], None, False, {})
     state = chain.state
+    # Two entries for one seq are an equivocation only if the actor signed both; a copy
+    # nobody with the actor's key signed is a forgery, and must not frame the actor.
+    accepted: dict[int, str] = {}
+    forged: list[Finding] = []
+    for seq, copies in sorted(chain.equivocations.items()):
+        signed = _signed_copies(state, seq, copies)
+        if signed is None or len(signed) != 1:
+            continue  # both signed (or no way to tell): a real equivocation
+        accepted[seq] = signed[0]
+        for copy in copies:
+            digest = entry_digest_or_none(copy)
+            if digest != signed[0]:
+                forged.append(
+                    Finding(
+                        actor,
+                        seq,
+                        "bad_proof",
+                        f"another entry claiming seq {seq} (digest {digest}) is not signed by "
+                        "the key valid at that seq: a forgery, ignored, not an equivocation",
+                    )
+                )
+    findings = [
+        Finding(actor, f.seq, f.code, f.detail + _evidence(f.evidence))
+        for f in chain.findings
+        if not (f.code == "equivocation" and f.seq in accepted)
+    ] + forged
+    real = set(chain.equivocations) - set(accepted)
+    through = chain.verified_through
+    valid = [] if through is None else [s for s in range(through + 1) if s not in real]
     return _ChainPart(
         actor=actor,
         size=len(entries),
         findings=findings,
         valid_seqs=valid,
         latest_key=None if state is None else (state.key_id, state.key.multibase),
-        equivocating=bool(chain.equivocations),
+        equivocating=bool(real),
+        accepted=accepted,
     )
+
+
+def _signed_copies(
+    state: ChainState | None, seq: int, copies: Iterable[Mapping[str, Any]]
+) -> list[str] | None:
+    """Digests of the copies signed by the key valid at ``seq``; None if unknown (the
+    chain broke before ``seq``, so which key was valid there is not established)."""
+    if state is None or seq >= state.next_seq:
+        return None
+    span = state.key_at(seq)
+    signed = []
+    for copy in copies:
+        try:
+            checked = check_entry(copy, {span.key_id: span.key})
+        except ProtocolError:
+            continue
+        if checked.method == span.key_id and checked.verified_with == span.key:
+            signed.append(checked.digest)
+    return signed
 
 
 def _evidence(digests: tuple[str, ...]) -> str:

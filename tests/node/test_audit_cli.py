@@ -418,12 +418,38 @@ def test_a_progress_bar_on_request(
     assert report.ok and "reading" in err and "auditing" in err and f"{checked}/{checked}" in err
 
 
-def test_an_equivocation_is_shouted_in_the_summary(exported: dict[str, Any]) -> None:
+def test_an_equivocation_is_shouted_in_the_summary(tmp_path: Path) -> None:
+    chains = _chains("https://x.example")
+    chapter = "https://x.example/chapter"
+    key = SigningKey(hashlib.sha256(chapter.encode()).digest())
+    fork = make_entry(
+        roster_change_body("add", "m2", "member"),
+        actor=chapter,
+        seq=1,
+        prev=entry_digest(chains[chapter][0]),
+        key=key,
+        key_id=key_id(chapter, 0),
+        published="2026-11-26T14:00:00Z",
+    )
+    records = [{"kind": "entry", "entry": e} for c in chains.values() for e in c]
+    records.append({"kind": "entry", "entry": fork})
+    head = {"kind": "header", "format": "convene-audit-bundle", "version": 1}
+    head |= {"exporter": chapter, "exported_at": "2026-11-26T14:00:00Z"}
+    result = audit_in_process(str(write(tmp_path / "fork.jsonl", [head, *records])))
+    assert result.returncode == 1
+    assert f"EQUIVOCATING (two entries for one seq): {chapter}" in result.stdout
+    assert f"first: {chapter} seq 1: equivocation" in result.stdout
+
+
+def test_an_unsigned_fork_is_named_a_forgery(exported: dict[str, Any]) -> None:
     records = lines_of(exported["bundle"])
     entry = next(r["entry"] for r in records if r["kind"] == "entry" and r["entry"]["seq"] == 1)
     fork = json.loads(json.dumps(entry))
     fork["published"] = "2030-01-01T00:00:00Z"
     records.append({"kind": "entry", "entry": fork})
-    result = audit_in_process(str(write(exported["base"] / "fork.jsonl", records)))
+    result = audit_in_process(str(write(exported["base"] / "forged.jsonl", records)))
     assert result.returncode == 1
-    assert f"EQUIVOCATING (two entries for one seq): {entry['actor']}" in result.stdout
+    assert "EQUIVOCATING" not in result.stdout
+    assert (
+        f"first: {entry['actor']} seq 1: bad_proof" in result.stdout and "forgery" in result.stdout
+    )

@@ -608,3 +608,20 @@ def test_progress_counts_every_entry_ballot_and_receipt(world: dict[str, Any]) -
         isinstance(r, EntryRecord | BallotRecord | ReceiptRecord) for r in world["records"]
     )
     assert sum(done) == checked and len(done) == 6  # three chains, three tallies
+
+
+def test_an_unsigned_copy_cannot_frame_an_actor_as_equivocating(world: dict[str, Any]) -> None:
+    recs = copy.deepcopy(world["records"])
+    i = find_entry(recs, CH_A, "Tally")
+    genuine = recs[i].entry  # type: ignore[union-attr]
+    forged = copy.deepcopy(genuine)
+    forged["counts"] = {"votes": {"parks": 0, "transit": 3}}  # not re-signed
+    recs.insert(0, EntryRecord(entry=forged))  # first in the file, so read first
+    report = audit(recs)
+    assert report.equivocating == ()
+    assert [(f.actor, f.seq, f.what) for f in report.findings] == [
+        (CH_A, genuine["seq"], "bad_proof")
+    ]
+    assert "forgery" in report.findings[0].why
+    # the genuine tally, not the forged one, was recounted and fed the decision
+    assert report.verified.tallies == 3 and report.verified.decisions == 1
