@@ -4,7 +4,10 @@ Theory of operation. ``audit_bundle`` makes one pass over the records and asks t
 module that owns each rule; it never restates a rule itself:
 
 1. chains (protocol/chain.py ``audit_chains``): every proof by the key valid at its
-   seq, links, gaps, order, equivocation, key rotations, retired keys (§5);
+   seq, links, gaps, order, equivocation, key rotations, retired keys (§5). Two copies
+   of one seq are an equivocation only if both carry the actor's signature
+   (``check_entry`` with the key valid there); an unsigned copy is a forgery, so a
+   stranger's bundle line cannot frame an honest actor;
 2. actor documents: the current ``assertionMethod`` key equals the chain's latest;
 3. proposals (protocol/ballots.py ``parse_spec``): each ``Question`` is a valid spec;
 4. tallies (protocol/aggregate.py ``check_tally``) against the proposal; against the
