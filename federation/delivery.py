@@ -165,9 +165,7 @@ class DeliveryWorker:
             except Exception:  # a broken DB must not kill the worker for good
                 log.exception("delivery loop failed; retrying")
                 delay = self._poll
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay or self._poll)
-            self._wake.clear()
+            await _nap(self._wake, delay or self._poll)
 
     async def _dispatch_due(self) -> None:
         free = self._concurrency - len(self._inflight)
@@ -239,6 +237,18 @@ class DeliveryWorker:
         if outcome is Outcome.OK:
             return outcome, None
         return outcome, f"HTTP {resp.status}: {resp.body[:300].decode('utf-8', 'replace')}"
+
+
+async def _nap(wake: asyncio.Event, seconds: float) -> None:
+    """Sleep until ``wake`` is set or ``seconds`` pass, then clear ``wake``.
+
+    asyncio.timeout rather than asyncio.wait_for: on Python 3.11 wait_for can swallow
+    a cancellation that lands as the event fires, and then stop() would wait forever.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()
+    wake.clear()
 
 
 def delivery_ctx(

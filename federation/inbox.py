@@ -391,8 +391,7 @@ class Inbox:
                 log.exception("inbox processor failed; retrying")
                 delay = 1.0
             if delay:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                await _nap(self._wake, delay)
             self._wake.clear()
 
     async def _process(self, row: PendingIncoming) -> None:
@@ -427,6 +426,14 @@ class Inbox:
                 error=error,
             )
         )
+
+
+async def _nap(wake: asyncio.Event, seconds: float) -> None:
+    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+    # that lands as the event fires, and stop() would then wait forever.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()
 
 
 def inbox_ctx(

@@ -45,6 +45,12 @@ def states(db: Path) -> list[str]:
         return [d.state for d in store.deliveries(conn)]
 
 
+def processed(db: Path) -> bool:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT activity_id, state FROM fed_incoming").fetchall()
+    return rows == [("https://chapter.test/activities/tally-0", store.PROCESSED)]
+
+
 async def test_signed_delivery_into_a_verifying_inbox(tmp_path: Path) -> None:
     handled: list[IncomingActivity] = []
 
@@ -105,17 +111,13 @@ async def test_signed_delivery_into_a_verifying_inbox(tmp_path: Path) -> None:
         try:
             await wait_for(lambda: states(sender_db) == [store.SENT, store.SENT])
             await wait_for(lambda: len(handled) == 1)
-            await asyncio.sleep(0.2)
+            await wait_for(lambda: processed(tmp_path / "receiver.db"))
         finally:
             await worker.stop()
             await inbox.stop()
             await runner.cleanup()
     assert len(handled) == 1
     assert handled[0].entry == entry
-    with sqlite3.connect(tmp_path / "receiver.db") as conn:
-        assert conn.execute("SELECT activity_id, state FROM fed_incoming").fetchall() == [
-            ("https://chapter.test/activities/tally-0", store.PROCESSED)
-        ]
 
 
 @settings(max_examples=200, deadline=None)

@@ -215,7 +215,9 @@ async def test_accepts_a_signed_entry_stores_it_and_handles_it_once(node: Node) 
         assert (status, answer["status"]) == (202, "duplicate")
     await asyncio.sleep(0.2)
     assert len(node.handled) == 1
-    assert incoming(node.db) == [("https://chapter.test/activities/1", store.PROCESSED)]
+    await wait_for(
+        lambda: incoming(node.db) == [("https://chapter.test/activities/1", store.PROCESSED)]
+    )
 
 
 async def test_concurrent_duplicates_are_processed_once(node: Node) -> None:
@@ -429,11 +431,16 @@ async def test_equivocation_keeps_both_entries_and_marks_the_actor(node: Node) -
     await wait_for(lambda: len(node.handled) == 2)
     await asyncio.sleep(0.2)
     assert [h.entry["summary"] for h in node.handled if h.entry] == ["agree", "agree"]
-    assert sorted(incoming(node.db)) == [
-        ("https://chapter.test/activities/40", store.PROCESSED),
-        ("https://chapter.test/activities/41", store.EVIDENCE),
-        ("https://chapter.test/activities/42", store.PROCESSED),
-    ]
+    await wait_for(
+        lambda: (
+            sorted(incoming(node.db))
+            == [
+                ("https://chapter.test/activities/40", store.PROCESSED),
+                ("https://chapter.test/activities/41", store.EVIDENCE),
+                ("https://chapter.test/activities/42", store.PROCESSED),
+            ]
+        )
+    )
     with sqlite3.connect(node.db) as conn:
         rows = conn.execute("SELECT digest, body FROM fed_entry").fetchall()
     # Each piece of evidence is the signed entry itself, its §5 digest alongside.
@@ -451,7 +458,9 @@ async def test_a_failing_handler_is_retried_after_a_backoff(node: Node) -> None:
     node.clock.t += 3
     node.inbox.wake()
     await wait_for(lambda: len(node.handled) == 1)
-    assert incoming(node.db) == [("https://chapter.test/activities/50", store.PROCESSED)]
+    await wait_for(
+        lambda: incoming(node.db) == [("https://chapter.test/activities/50", store.PROCESSED)]
+    )
 
 
 async def test_stored_but_unprocessed_activities_are_handled_after_a_restart(
