@@ -122,10 +122,13 @@ async def client() -> AsyncIterator[FederationClient]:
         yield c
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def closed_port() -> socket.socket:
+    """A loopback port that refuses connections (bound, not listening) and stays ours
+    until closed, so no other test's server can take it meanwhile."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    return s
 
 
 # --- the schedule and the lifecycle table -----------------------------------------
@@ -228,7 +231,8 @@ async def test_recipient_down_receives_everything_once_back(
     tmp_path: Path, client: FederationClient
 ) -> None:
     db = tmp_path / "node.db"
-    port = free_port()
+    down = closed_port()
+    port = down.getsockname()[1]
     inbox = f"http://127.0.0.1:{port}/inbox"
     await queue(db, [activity(n) for n in range(10)], [inbox])
     clock = FakeClock()
@@ -240,6 +244,7 @@ async def test_recipient_down_receives_everything_once_back(
         with sqlite3.connect(db) as conn:
             due = {d.next_attempt_at for d in store.deliveries(conn)}
         assert due == {clock.t + backoff(1, lambda: 1.0)}  # injected clock and jitter
+        down.close()
         await rcpt.start(port)
         clock.t += 5  # not yet due: nothing is sent early
         worker.wake()
@@ -251,6 +256,7 @@ async def test_recipient_down_receives_everything_once_back(
         assert rcpt.ids() == {f"https://sender.test/activities/{n}" for n in range(10)}
         assert {a for _, _, a in states(db)} == {2}
     finally:
+        down.close()
         await worker.stop()
         await rcpt.stop()
 
