@@ -185,7 +185,9 @@ async def test_metrics_count_requests_ballots_chain_and_verification_failures(
 # --- behind a reverse proxy -----------------------------------------------------------
 
 
-def _signed_follow(sender: web.Application, public: str, proxied_to: str) -> tuple[bytes, dict]:
+def _signed_follow(
+    sender: web.Application, public: str, proxied_to: str
+) -> tuple[bytes, dict[str, str]]:
     """A Follow signed for `public`'s host, as a proxy passes it to `proxied_to`."""
     me = sender[IDENTITY_KEY]
     body = json.dumps(
