@@ -233,6 +233,10 @@ async def test_invite_vote_every_method_change_check_and_results(
     await maya.fill("#receipt", blocked_receipt)
     await maya.get_by_role("button", name="Check").click()
     assert "superseded" in await maya.inner_text("#check-result")
+    flipped = consent_receipt[:-1] + ("0" if consent_receipt[-1] != "0" else "1")
+    await maya.fill("#receipt", flipped)
+    await maya.get_by_role("button", name="Check").click()
+    assert "Not verified" in await maya.inner_text("#check-result")
 
     # The audit page re-verifies the whole chain, newest first.
     await maya.goto(node.at("/audit"))
@@ -455,3 +459,36 @@ async def test_chapter_joins_a_region_from_the_region_page(
         await ctx.close()
         await chapter_runner.cleanup()
         await region_runner.cleanup()
+
+
+async def test_organizer_saves_a_draft_then_opens_it(browser: Browser, node: LiveNode) -> None:
+    ctx = await browser.new_context()
+    org = await organizer_page(ctx, node, "Dara")
+    await org.goto(node.at("/organize/proposals/new"))
+    await org.fill("#title", "Draft first")
+    await org.check("#m-choice")
+    await org.fill("#options", "Yes\nNo\n\n")
+    await org.fill("#quorum", "1/3")
+    await org.fill("#closes_at", "2099-05-01T12:30")
+    await org.check("#draft")
+    await org.get_by_role("button", name="Create proposal").click()
+    await org.wait_for_url(re.compile(r"/proposals/p-[0-9a-f]+$"))
+    proposal = org.url.rsplit("/", 1)[1]
+    assert "members cannot vote yet" in await org.inner_text("main")
+    view = await node.services.proposals.get(proposal)
+    assert (view.status, view.options, view.quorum) == ("draft", ["Yes", "No"], "1/3")
+    assert view.closes_at == "2099-05-01T12:30:00Z"
+    await org.get_by_role("button", name="Open for voting now").click()
+    await org.wait_for_url(node.at(f"/proposals/{proposal}"))
+    assert await org.locator("form.ballot").count() == 1
+    assert (await node.services.proposals.get(proposal)).status == "open"
+    # A bad form is refused with the reason, nothing is created.
+    before = len(await node.services.proposals.all())
+    await org.goto(node.at("/organize/proposals/new"))
+    await org.fill("#title", "Only one option")
+    await org.check("#m-choice")
+    await org.fill("#options", "Alone")
+    await org.get_by_role("button", name="Create proposal").click()
+    assert "at least 2 options" in await org.inner_text("main")
+    assert len(await node.services.proposals.all()) == before
+    await ctx.close()
