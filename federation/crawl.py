@@ -6,8 +6,9 @@ From the starting URL it fetches the actor document (ActivityPub §3.2: GET with
 activity media types; a node's base URL answers with its actor), walks its outbox
 (an ``OrderedCollection``, paged with ``first``/``next``, oldest entry first, as
 docs/protocol.md §5 says the chain is served), and then does the same for every actor
-the chain names: the followers of ``Accept`` entries, and the authors of entries that
-tallies, decisions and proposals refer to by id (``{actor}/entries/{seq}``). Two hops
+the chain names: the followers of ``Accept`` entries, the chapters a regional proposal
+lists and a decision counts, and the authors of entries that tallies, decisions and
+proposals refer to by id (``{actor}/entries/{seq}``). Two hops
 from the start reach every chapter of a region and, from a chapter, its region and
 the region's other chapters.
 
@@ -177,6 +178,13 @@ def _named_actors(chain: list[dict[str, Any]], own: str) -> list[str]:
         follower = entry.get("follower")
         if entry.get("type") == "Accept" and isinstance(follower, str):
             found.append(follower)
+        # a regional proposal lists its chapters; a decision names each one it counted
+        chapters = entry.get("chapters")
+        if entry.get("type") in ("Question", "Decision") and isinstance(chapters, list):
+            for chapter in chapters:
+                named = chapter.get("chapter") if isinstance(chapter, dict) else chapter
+                if isinstance(named, str) and named.startswith(("https://", "http://")):
+                    found.append(named)
         for key, value in entry.items():
             if key not in ("id", "prev", "proof", "@context"):
                 found += _entry_authors(value)

@@ -29,7 +29,8 @@ from federation.crawl import CrawlError, CrawlLimits, crawl
 from node.audit_command import complete_chains, incomplete_chains, read_bundle_file, run_audit
 from node.cli import main
 from protocol.audit import audit_bundle
-from protocol.bundle import MAX_LINE_BYTES, Body, EntryRecord
+from protocol.ballots import ProposalSpec, spec_fields
+from protocol.bundle import MAX_LINE_BYTES, ActorRecord, Body, EntryRecord
 from protocol.chain import entry_digest, genesis
 from protocol.entries import accept_body, key_id, make_entry, roster_change_body
 from protocol.keys import SigningKey
@@ -453,3 +454,47 @@ def test_an_unsigned_fork_is_named_a_forgery(exported: dict[str, Any]) -> None:
     assert (
         f"first: {entry['actor']} seq 1: bad_proof" in result.stdout and "forgery" in result.stdout
     )
+
+
+async def test_the_crawl_follows_the_chapters_a_proposal_lists() -> None:
+    chains: dict[str, list[dict[str, Any]]] = {}
+
+    def build(base: str) -> None:
+        region, chapter = f"{base}/region", f"{base}/chapter"
+        both = _chains(base)
+        key = SigningKey(hashlib.sha256(region.encode()).digest())
+        spec = ProposalSpec(
+            method="consent", scope="regional", rule="chapters", chapters=(chapter,)
+        )
+        question = make_entry(
+            {"type": "Question", "name": "Q", **spec_fields(spec)},
+            actor=region,
+            seq=1,
+            prev=entry_digest(both[region][0]),
+            key=key,
+            key_id=key_id(region, 0),
+            published="2026-11-26T14:00:00Z",
+        )
+        chains.update({region: [both[region][0], question], chapter: both[chapter]})
+
+    async def handler(request: web.Request) -> web.Response:
+        base = f"http://127.0.0.1:{request.url.port}"
+        if not chains:
+            build(base)
+        actor = base + request.path.removesuffix("/outbox")
+        if request.path.endswith("/outbox"):
+            return web.json_response({"orderedItems": chains[actor]})
+        key = chains[actor][0]["assertionKey"]
+        return web.json_response(
+            {"id": actor, "outbox": f"{actor}/outbox", "assertionMethod": [key]}
+        )
+
+    server = await serve(handler)
+    try:
+        async with FederationClient(signer=None, allow_private_network=True) as client:
+            _, records = await crawl(str(server.make_url("/region")), client)
+    finally:
+        await server.close()
+    actors = {r.document["id"] for r in records if isinstance(r, ActorRecord)}
+    assert {a.rsplit("/", 1)[1] for a in actors} == {"region", "chapter"}
+    assert audit_bundle(records).ok
