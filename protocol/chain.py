@@ -29,14 +29,15 @@ from protocol.entries import (
     KEY_ROTATION,
     Envelope,
     entry_id,
+    genesis,
     key_id,
     make_entry,
-    multikey,
     read_envelope,
     read_new_key,
+    rotation,
 )
 from protocol.errors import CanonicalError, ChainError, ProofError
-from protocol.keys import SigningKey, VerifyKey
+from protocol.keys import VerifyKey
 from protocol.proofs import verified_digest
 
 __all__ = [
@@ -90,37 +91,6 @@ def entry_digest(entry: Mapping[str, Any]) -> str:
             seq=seq if type(seq) is int else None,
             code="malformed",
         ) from None
-
-
-def genesis(actor: str, name: str, kind: str, key: SigningKey, published: str) -> dict[str, Any]:
-    """Entry 0 of ``actor``'s chain, naming it and its first key, signed by that key."""
-    if kind not in ("chapter", "region"):
-        raise ChainError(f"kind {kind!r} is not chapter or region", actor=actor, seq=0)
-    body = {
-        "type": GENESIS,
-        "name": name,
-        "kind": kind,
-        "assertionKey": multikey(actor, 0, key.verify_key),
-    }
-    return make_entry(
-        body, actor=actor, seq=0, prev=None, key=key, key_id=key_id(actor, 0), published=published
-    )
-
-
-def rotation(
-    actor: str,
-    seq: int,
-    prev: str,
-    old_key: SigningKey,
-    old_key_id: str,
-    new_key: VerifyKey,
-    published: str,
-) -> dict[str, Any]:
-    """A KeyRotation at ``seq``, signed by the old key; ``new_key`` is valid from seq + 1."""
-    body = {"type": KEY_ROTATION, "assertionKey": multikey(actor, seq, new_key)}
-    return make_entry(
-        body, actor=actor, seq=seq, prev=prev, key=old_key, key_id=old_key_id, published=published
-    )
 
 
 class KeySpan(msgspec.Struct, frozen=True):
