@@ -498,3 +498,11 @@ async def test_the_crawl_follows_the_chapters_a_proposal_lists() -> None:
     actors = {r.document["id"] for r in records if isinstance(r, ActorRecord)}
     assert {a.rsplit("/", 1)[1] for a in actors} == {"region", "chapter"}
     assert audit_bundle(records).ok
+
+
+def test_export_without_a_node_exits_1_saying_why(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["export", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "b.jsonl")]
+    )
+    assert result.exit_code == 1 and "convene init" in result.stderr
+    assert not (tmp_path / "b.jsonl").exists()
