@@ -170,6 +170,12 @@ class _Pending:
     )
 
 
+def _fail(batch: list[_Pending], why: str) -> None:
+    for p in batch:
+        if not p.done.done():
+            p.done.set_exception(FederationError(why, code="unavailable", status=503))
+
+
 class Inbox:
     """A node's inbox: an aiohttp handler (:meth:`handle`) and its processor."""
 
@@ -212,6 +218,9 @@ class Inbox:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        # Nobody waits forever: the sender gets a 503 and sends again later.
+        _fail(self._pending, "the inbox is shutting down")
+        self._pending.clear()
         await self.db.close()
 
     def wake(self) -> None:
@@ -359,12 +368,11 @@ class Inbox:
                 outcomes = await self.db.run(
                     store.store_incoming, [p.record for p in batch], self._clock()
                 )
+            except asyncio.CancelledError:
+                _fail(batch, "the inbox is shutting down")
+                raise
             except Exception as exc:
-                for p in batch:
-                    if not p.done.done():
-                        p.done.set_exception(
-                            FederationError(f"could not store: {exc}", code="storage", status=503)
-                        )
+                _fail(batch, f"could not store: {exc}")
                 continue
             for p, outcome in zip(batch, outcomes, strict=True):
                 if not p.done.done():
