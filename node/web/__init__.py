@@ -19,7 +19,7 @@ from node.identity import KEY_DIR
 from node.web.audit_page import add_audit_routes
 from node.web.member_pages import add_member_routes
 from node.web.organizer_pages import add_organizer_routes
-from node.web.page import WEB_KEY, WebState, friendly_time
+from node.web.page import WEB_KEY, WebState, friendly_time, html_errors
 from node.web.region_page import add_region_routes
 from node.web.session import SessionCodec, load_or_create_secret
 
@@ -37,6 +37,7 @@ def setup_web(app: web.Application) -> None:
         secure=services.identity.url.startswith("https://"),
     )
     app[WEB_KEY] = WebState(codec=codec)
+    app.middlewares.append(html_errors)
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from federation.errors import FederationError
 from node.api import SERVICES_KEY
-from node.errors import NodeError, Unauthorized
+from node.errors import NodeError, NotFound, Unauthorized
 from node.members import Member, require_role
 from node.services import NodeServices
 from node.web.session import COOKIE, SessionCodec, SessionError, WebSession
@@ -60,6 +60,7 @@ class Visit:
 
 
 PageHandler = Callable[[web.Request, Visit], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def services(request: web.Request) -> NodeServices:
@@ -207,3 +208,26 @@ def friendly_time(text: str | None) -> str:
     if not text:
         return ""
     return datetime.fromtimestamp(_parse_time(text), UTC).strftime("%d %b %Y, %H:%M UTC")
+
+
+# -- pages for URLs no route matches ----------------------------------------------------
+
+_MACHINE_PATHS = ("/api/", "/inbox", "/actor", "/outbox", "/followers", "/.well-known/", "/ns/")
+
+
+@page
+async def _no_such_page(request: web.Request, visit: Visit) -> web.Response:
+    raise NotFound(f"there is no page at {request.path[:200]}")
+
+
+@web.middleware
+async def html_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A browser asking for a URL no route matches gets the friendly 404 page, not JSON;
+    API and federation clients keep the JSON errors of the node's own middleware."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        wants_html = "text/html" in request.headers.get("Accept", "")
+        if not wants_html or request.path.startswith(_MACHINE_PATHS):
+            raise
+        return await _no_such_page(request)

@@ -338,6 +338,12 @@ async def test_friendly_error_pages(browser: Browser, node: LiveNode) -> None:
     await reused.get_by_role("button", name="Log me in").click()
     assert "already used or expired" in await reused.inner_text("main")
 
+    nowhere = await page.goto(node.at("/no/such/page"))
+    assert nowhere is not None and nowhere.status == 404
+    assert "We could not find that" in await page.inner_text("h1")
+    api = await ctx.request.get(node.at("/api/no/such/thing"))
+    assert api.status == 404 and (await api.json())["error"] == "not_found"
+
     missing = await page.goto(node.at("/proposals/p-does-not-exist"))
     assert missing is not None and missing.status == 404
     assert "We could not find that" in await page.inner_text("h1")
