@@ -74,7 +74,7 @@ def healthy(port: int) -> bool:
         return False
 
 
-def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -269,7 +269,8 @@ def test_compose_scripts_run_the_region_and_chapters_on_loopback(
 
 
 def wait_followers(region: str, expected: list[str]) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
+    # Generous: on a loaded machine four nodes start, follow and accept slowly.
+    deadline = time.monotonic() + 90
     while True:
         request = urllib.request.Request(
             f"{region}/followers", headers={"Accept": "application/activity+json"}
