@@ -31,6 +31,7 @@ import io
 import json
 import os
 import re
+import shutil
 import sqlite3
 import tarfile
 import tempfile
@@ -431,11 +432,14 @@ def restore(archive: Path, data_dir: Path) -> dict[str, Any]:
             "restore into a new, empty folder"
         )
     manifest, files = _read_archive(archive)
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=data_dir.parent, prefix=".convene-restore-") as tmp:
-        staging = Path(tmp) / "data"
-        (staging / KEY_DIR).mkdir(parents=True, mode=0o700)
-        staging.chmod(0o700)
+    created = not data_dir.exists()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)
+    # Staged inside the target itself: it may be a volume's mount point, which can be
+    # neither replaced nor have a writable parent (Docker's /data).
+    staging = Path(tempfile.mkdtemp(dir=data_dir, prefix=".restoring-"))
+    try:
+        (staging / KEY_DIR).mkdir(mode=0o700)
         for name, blob in files.items():
             fd = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:
@@ -449,9 +453,16 @@ def restore(archive: Path, data_dir: Path) -> dict[str, Any]:
                 f"{manifest.get('actor')}"
             )
         _check_key(staging / SEED_PATH, facts, str(archive))
-        if data_dir.exists():
-            data_dir.rmdir()  # empty, checked above; rename needs it gone
-        os.replace(staging, data_dir)
+        # The database last: the folder holds a node only once everything else is there.
+        for name in (KEY_DIR, CONFIG_FILE, DATABASE_FILE):
+            if (staging / name).exists():
+                os.replace(staging / name, data_dir / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    staging.rmdir()
     return facts
 
 

@@ -356,6 +356,22 @@ def test_restore_refuses_a_folder_that_holds_a_node(tmp_path: Path) -> None:
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
 
+def test_restore_fills_an_empty_folder_in_place(tmp_path: Path) -> None:
+    """Like Docker's /data: the folder exists, is empty, and must stay the same folder
+    (a volume's mount point can be neither removed nor replaced)."""
+    data = asyncio.run(new_node(tmp_path, "riverside"))
+    out = tmp_path / "b.tar.gz"
+    assert cli("backup", "--data", str(data), "--out", str(out))[0] == 0
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    inode = volume.stat().st_ino
+    code, _, err = cli("restore", str(out), "--data", str(volume))
+    assert code == 0, err
+    assert volume.stat().st_ino == inode
+    assert sorted(p.name for p in volume.iterdir()) == ["convene.sqlite3", "convene.toml", "keys"]
+    assert (volume / "convene.sqlite3").read_bytes() != b""
+
+
 def _members(archive: Path) -> dict[str, bytes]:
     with tarfile.open(archive) as tar:
         return {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
