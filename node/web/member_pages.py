@@ -9,6 +9,7 @@ from aiohttp import web
 
 from node.errors import BadRequest, NodeError
 from node.proposal_forms import ProposalView
+from node.regional import REGIONAL_KEY
 from node.web.ballot_form import ballot_from_form
 from node.web.chart import tally_chart, turnout_chart
 from node.web.page import (
@@ -174,40 +175,55 @@ def results_context(p: ProposalView) -> dict[str, Any]:
     """What the results page shows, read from the signed tally and decision entries.
 
     Both are decoded strictly by protocol/ (a malformed one is an error page, never a
-    wrong chart). A regional decision (§8.5) adds the region's summed counts and the
-    per-chapter breakdown; the local tally is then this chapter's share.
+    wrong chart). A regional decision (§8.5) brings the region's summed counts and the
+    per-chapter breakdown; on a chapter the local tally is then this chapter's share,
+    and a region node has no tally of its own.
     """
-    context: dict[str, Any] = {"p": p, "chart": None, "regional": None}
-    if p.tally is None:
-        return context
-    tally = parse_tally(p.tally)
+    context: dict[str, Any] = {"p": p, "chart": None, "regional": None, "outcome": {}}
     decision = p.decision or {}
-    outcome = decision.get("outcome") or msgspec.to_builtins(tally.outcome)
-    winners, tie = _winners(outcome)
+    tally = parse_tally(p.tally) if p.tally is not None else None
     if "chapters" in decision:
         regional = parse_decision(decision)
-        context["regional"] = regional
-        context["region_chart"] = tally_chart(
-            p.method, p.options, regional.counts, winners, tie=tie
-        )
-        context["region_turnout"] = turnout_chart(regional.cast, regional.eligible, p.quorum)
-        # This chapter's own outcome marks its own chart.
-        winners, tie = _winners(msgspec.to_builtins(tally.outcome))
-    context |= {
-        "chart": tally_chart(p.method, p.options, tally.counts, winners, tie=tie),
-        "turnout": turnout_chart(tally.cast, tally.eligible, p.quorum),
-        "tally": tally,
-        "entry": p.tally,
-        "outcome": outcome,
-    }
+        winners, tie = _winners(msgspec.to_builtins(regional.outcome))
+        context |= {
+            "regional": regional,
+            "outcome": msgspec.to_builtins(regional.outcome),
+            "region_chart": tally_chart(p.method, p.options, regional.counts, winners, tie=tie),
+            "region_turnout": turnout_chart(regional.cast, regional.eligible, p.quorum),
+        }
+    if tally is not None:
+        own = msgspec.to_builtins(tally.outcome)
+        winners, tie = _winners(own)
+        context |= {
+            "chart": tally_chart(p.method, p.options, tally.counts, winners, tie=tie),
+            "turnout": turnout_chart(tally.cast, tally.eligible, p.quorum),
+            "tally": tally,
+            "entry": p.tally,
+        }
+        if context["regional"] is None:
+            context["outcome"] = decision.get("outcome") or own
     return context
+
+
+async def refused_tallies(request: web.Request, p: ProposalView) -> list[dict[str, Any]]:
+    """Tallies this node refused for a regional proposal, with the code and reason."""
+    regional = request.app.get(REGIONAL_KEY)
+    if regional is None or p.scope != "regional" or p.object_id is None:
+        return []
+    try:
+        status = await regional.status(p.id)
+    except NodeError:
+        return []
+    return list(status.get("rejected", []))
 
 
 @page
 async def results_page(request: web.Request, visit: Visit) -> web.Response:
     visit.need_member()
     proposal = await services(request).proposals.get(request.match_info["id"])
-    return render(request, visit, "results.html", results_context(proposal))
+    context = results_context(proposal)
+    context["refused"] = await refused_tallies(request, proposal)
+    return render(request, visit, "results.html", context)
 
 
 # -- check my ballot -------------------------------------------------------------------

@@ -18,8 +18,8 @@ from node.members import Member
 from node.proposal_forms import NewProposal
 from node.web import WEB_KEY
 from node.web.session import COOKIE
-from protocol import aggregate, ballots, counting
-from protocol.tally import Tally, parse_tally
+from protocol import aggregate, ballots, chain, counting
+from protocol.tally import Tally
 
 HILL, VALE, DUNE = (f"https://{n}.example/actor" for n in ("hill", "vale", "dune"))
 SPEC = {
@@ -39,15 +39,17 @@ async def region(tmp_path: Path) -> AsyncIterator[tuple[LiveNode, web.AppRunner]
     await runner.cleanup()
 
 
-def chapter_tally(chapter: str, picks: list[str], eligible: int, own: Tally) -> Tally:
+def chapter_tally(
+    chapter: str, picks: list[str], eligible: int, object_id: str, digest: str
+) -> Tally:
     spec = ballots.parse_spec(SPEC)
     typed = [ballots.validate_ballot(spec, {"choice": c}) for c in picks]
     receipts = [hashlib.sha256(f"{chapter}{i}".encode()).hexdigest() for i in range(len(picks))]
     return counting.make_tally(
         spec,
         chapter=chapter,
-        proposal=own.proposal,
-        proposal_digest=own.proposal_digest,
+        proposal=object_id,
+        proposal_digest=digest,
         ballots=typed,
         receipts=receipts,
         eligible=eligible,
@@ -57,7 +59,11 @@ def chapter_tally(chapter: str, picks: list[str], eligible: int, own: Tally) -> 
 
 
 async def decided(live: LiveNode, lead: Member, verification: str, extra: dict[str, str]) -> str:
-    """A regional proposal closed on the region and decided from two chapters' tallies."""
+    """A regional proposal closed on the region and decided from two chapters' tallies.
+
+    The region counts no ballots itself; the decision is what protocol/aggregate.py
+    makes of the chapters' tallies (built here as chapters would sign them).
+    """
     form = NewProposal(
         title="Regional day of action",
         method="choice",
@@ -69,20 +75,18 @@ async def decided(live: LiveNode, lead: Member, verification: str, extra: dict[s
     )
     view = await live.services.proposals.create(lead, form)
     closed = await live.services.proposals.close(lead, view.id)
-    assert closed.tally is not None
-    own = parse_tally(closed.tally)
+    assert closed.status == "closed" and closed.tally is None and view.object_id is not None
+    question = next(e for e in await live.services.ledger.entries() if e["id"] == view.object_id)
+    digest = chain.entry_digest(question)
     tallies = [
-        chapter_tally(HILL, ["May", "May", "June"], 5, own),
-        chapter_tally(VALE, ["June"], 8, own),  # 1 of 8 is below the 1/4 quorum
+        chapter_tally(HILL, ["May", "May", "June"], 5, view.object_id, digest),
+        chapter_tally(VALE, ["June"], 8, view.object_id, digest),  # below the 1/4 quorum
     ]
     pairs = [(hashlib.sha256(t.chapter.encode()).hexdigest(), t) for t in tallies]
     decision = aggregate.aggregate(
-        ballots.parse_spec(SPEC),
-        pairs,
-        proposal=own.proposal,
-        proposal_digest=own.proposal_digest,
+        ballots.parse_spec(SPEC), pairs, proposal=view.object_id, proposal_digest=digest
     )
-    body = {"type": "Decision", **aggregate.decision_body(decision), **extra}
+    body = {**aggregate.decision_body(decision), **extra}
     await live.services.proposals.record_decision(view.id, body, verification)
     return view.id
 
@@ -119,6 +123,13 @@ async def test_regional_results_show_each_chapter_and_the_verified_badge(
     # The region's chart sums only the counted chapter: May 2, June 1.
     assert "Votes per option: May: 2 votes (winner); June: 1 vote" in html
     assert "3 of 5 members voted (60%)" in html
+    assert "This chapter" not in html  # the region has no tally of its own
+    # While open, the region's page explains who votes instead of offering a ballot.
+    form = NewProposal(title="Open", method="consent", scope="regional", chapters=[HILL])
+    still_open = await live.services.proposals.create(lead, form)
+    page = await fetch(runner, live, lead, f"/proposals/{still_open.id}")
+    assert "Members vote on this in their own chapters" in page
+    assert 'class="ballot"' not in page
 
 
 async def test_disputed_decision_says_so_and_why(region: tuple[LiveNode, web.AppRunner]) -> None:
