@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from node import federation_glue, ops
+from node import federation_glue, ops, regional
 from node.api import MAX_JSON_BYTES_KEY, SERVICES_KEY, add_routes, error_middleware
 from node.config import NodeConfig
 from node.identity import NodeIdentity
@@ -91,6 +91,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(_node_resources)
     add_routes(app)
     federation_glue.setup(app)
+    regional.setup(app)  # regional votes: inbox handlers, decisions, GET .../regional
     setup_web(app)
     ops.setup(app, config)  # /healthz, /metrics, X-Forwarded-* (trust_forwarded)
     return app

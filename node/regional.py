@@ -1,0 +1,607 @@
+"""Regional votes end to end on one node, region or chapter (ARCHITECTURE "A regional
+decision", docs/protocol.md §8.3–8.5, docs/regional.md).
+
+Theory of operation
+-------------------
+Everything travels as signed chain entries, verbatim, so the region is a convenience
+and never an authority:
+
+- A region's organizer opens a `scope: regional` proposal; its `Question` entry lists
+  the expected chapters (the accepted followers unless given) and `tallies_due`, the
+  close time plus the node's `regional_grace_s`. A chapter's inbox verifies it, and if
+  the chapter is listed and follows that region, holds it open for its members
+  (`Proposals.adopt_regional`).
+- At close the chapter appends its `Tally`; the entry goes to the region *and* to every
+  other listed chapter.
+- Every node holds the tallies it verified: entry proof by the key valid at that seq in
+  the author's chain, author listed in the signed Question (and, on the region, an
+  accepted follower), tally adding up (§8.3), `published` no later than `tallies_due`,
+  and one tally per chapter. Anything else is rejected with a code (`unsigned`,
+  `forged`, `malformed`, `not_follower`, `bad_tally`, `late`, `duplicate`, ...) and a
+  reason, kept and shown, never counted. The `published` time is signed, so every node
+  judges lateness alike.
+- Once every listed chapter reported, or `tallies_due` has passed, the region appends
+  its signed `Decision` (protocol/aggregate.py) and each chapter computes the same
+  function itself and compares: `verified`, or `disputed` with the first differing
+  field. With the region gone, the chapters still show their own computed decision.
+- Deliveries go through a small outbox (`regional_outbox`), filled in the transaction
+  that appends the entry and drained into federation's durable queue once the targets'
+  inboxes are known. A node that was down pulls, on start, the region's and the listed
+  chapters' outboxes and feeds those entries through the very same checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from federation import store as fed_store
+from federation.actors import ActorKeyError
+from federation.errors import FederationError
+from federation.inbox import IncomingActivity
+from node import proposal_store, regional_store
+from node.api import SERVICES_KEY, json_response
+from node.clock import Clock, parse_rfc3339, rfc3339, system_clock
+from node.errors import BadRequest, Conflict, NodeError, NotFound
+from node.federation_glue import ACTORS_KEY, INBOX_HANDLERS_KEY, wake_delivery
+from node.ledger import Appended
+from node.proposals import next_status
+from node.regional_store import HeldEntry, Question, Rejection
+from node.storage import Tx
+from protocol import aggregate, ballots, canonical, entries, proofs
+from protocol import tally as protocol_tally
+from protocol.errors import ChainError, ProtocolError, TallyError
+
+log = logging.getLogger("convene.regional")
+
+TICK_S = 1.0  # the outbox and the deadlines are looked at this often at least
+MAX_BACKOFF_S = 60.0
+
+
+class RejectedEntry(NodeError):
+    """A regional entry that is not counted: what (code), where (actor, seq), why."""
+
+    code = "rejected"
+    status = 422
+
+    def __init__(self, code: str, reason: str, *, actor: str | None, seq: int | None) -> None:
+        self.actor, self.seq, self.reason = actor, seq, reason
+        where = f"actor {actor}, seq {seq}: " if actor is not None else ""
+        super().__init__(f"{where}{reason}", code=code)
+
+
+class Unready(Exception):
+    """Not processable yet (its proposal has not arrived); the inbox retries it."""
+
+
+def _where(entry: dict[str, Any]) -> tuple[str | None, int | None]:
+    actor, seq = entry.get("actor"), entry.get("seq")
+    return (actor if isinstance(actor, str) else None, seq if type(seq) is int else None)
+
+
+def _due(question: dict[str, Any], grace: int) -> int | None:
+    """The signed deadline for tallies, or the close time plus our own grace."""
+    due = question.get("tallies_due")
+    if isinstance(due, str):
+        return parse_rfc3339(due, field="tallies_due")
+    closes = question.get("closesAt") or question.get("endTime")
+    if isinstance(closes, str):
+        return parse_rfc3339(closes, field="closesAt") + grace
+    return None
+
+
+class Regional:
+    """The regional side of one node; built at startup by `setup`'s cleanup context."""
+
+    def __init__(self, app: web.Application, clock: Clock = system_clock) -> None:
+        services = app[SERVICES_KEY]
+        self._app = app
+        self._db = services.db
+        self._ledger = services.ledger
+        self._proposals = services.proposals
+        self._me = services.identity.actor
+        self._kind = services.identity.kind
+        self._grace = services.config.regional_grace_s
+        self._actors = app[ACTORS_KEY]
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._dirty: set[str] = set()
+        self._final: set[str] = set()
+        self._ingest: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+            "Question": self._on_question,
+            "Tally": self._on_tally,
+            "Decision": self._on_decision,
+        }
+
+    # -- hooks the node calls (node/proposals.py, node/ledger.py) -------------------
+
+    async def default_chapters(self) -> list[str]:
+        async with self._db.write() as tx:
+            return await regional_store.accepted_followers(tx)
+
+    def question_terms(self, closes_at: str | None) -> dict[str, Any]:
+        if closes_at is None:
+            return {}
+        return {"tallies_due": rfc3339(parse_rfc3339(closes_at, field="closes_at") + self._grace)}
+
+    async def on_append(self, tx: Tx, appended: Appended) -> None:
+        """In the appending transaction: hold our own regional entries and queue them."""
+        entry = appended.entry
+        kind = entry.get("type")
+        targets: set[str] = set()
+        if kind == "Question" and entry.get("scope") == "regional":
+            spec = ballots.parse_spec(entry)
+            q = Question(
+                entry["id"], self._me, appended.digest, entry, _due(entry, self._grace), None
+            )
+            await regional_store.put_question(tx, q)
+            targets = {*spec.chapters, *await regional_store.accepted_followers(tx)}
+        elif kind in ("Tally", "Decision"):
+            held_q = await regional_store.question_tx(tx, str(entry.get("proposal")))
+            if held_q is None:
+                return  # a local proposal's entry
+            q = held_q
+            spec = ballots.parse_spec(q.entry)
+            targets = {q.region, *spec.chapters}
+            if kind == "Decision":
+                targets |= set(await regional_store.accepted_followers(tx))
+            else:
+                held = HeldEntry(self._me, appended.seq, appended.digest, entry)
+                late = self._lateness(q, entry)
+                if late is None:
+                    await regional_store.put_tally(tx, q.object_id, held, self._clock())
+                else:
+                    rejection = Rejection(
+                        q.object_id, self._me, appended.seq, appended.digest, "Tally", "late", late
+                    )
+                    await regional_store.put_rejection(tx, rejection, self._clock())
+            self._dirty.add(q.object_id)
+        else:
+            return
+        targets.discard(self._me)
+        await regional_store.queue_targets(tx, appended.seq, sorted(targets))
+        asyncio.get_running_loop().call_later(0.05, self._wake.set)
+
+    # -- incoming entries (inbox handlers and the catch-up pull share this path) -----
+
+    def handlers(self) -> dict[str, Callable[[IncomingActivity], Awaitable[None]]]:
+        return {kind: self._handler for kind in self._ingest}
+
+    async def _handler(self, incoming: IncomingActivity) -> None:
+        await self.receive(incoming.activity)
+
+    async def receive(self, entry: dict[str, Any]) -> None:
+        """Verify and hold one Question, Tally or Decision entry; a bad one is rejected
+        (recorded with its reason, not counted) and `RejectedEntry` is not raised."""
+        ingest = self._ingest.get(str(entry.get("type")))
+        if ingest is None:
+            return
+        try:
+            await ingest(entry)
+        except RejectedEntry as exc:
+            await self._reject(entry, exc)
+
+    async def _reject(self, entry: dict[str, Any], exc: RejectedEntry) -> None:
+        proposal = entry.get("proposal") if entry.get("type") != "Question" else entry.get("id")
+        digest = ""
+        with contextlib.suppress(ProtocolError):
+            digest = canonical.digest(entry)
+        rejection = Rejection(
+            proposal if isinstance(proposal, str) else None,
+            exc.actor or "?",
+            exc.seq,
+            digest,
+            str(entry.get("type")),
+            exc.code,
+            exc.reason,
+        )
+        async with self._db.write() as tx:
+            await regional_store.put_rejection(tx, rejection, self._clock())
+        log.warning("rejected %s %s: %s", rejection.type, exc.code, exc.detail)
+
+    async def _verified(self, entry: dict[str, Any]) -> tuple[str, int, str]:
+        """(author, seq, digest) of an entry whose proof is by the key valid at its seq."""
+        actor, seq = _where(entry)
+        if not isinstance(entry.get("proof"), dict):
+            raise RejectedEntry("unsigned", "the entry carries no proof", actor=actor, seq=seq)
+        try:
+            env = entries.read_envelope(entry)
+        except ChainError as exc:
+            raise RejectedEntry("malformed", exc.detail, actor=actor, seq=seq) from None
+        method = env.proof.verificationMethod
+        if not method.startswith(env.actor + "#"):
+            why = f"signed by {method}, not a key of {env.actor}"
+            raise RejectedEntry("forged", why, actor=env.actor, seq=env.seq)
+        try:
+            key = await self._actors.entry_key(env.actor, env.seq, method)
+            digest = proofs.verified_digest(entry, key)
+        except (ActorKeyError, ProtocolError) as exc:
+            why = exc.describe() if isinstance(exc, ProtocolError) else exc.detail
+            raise RejectedEntry(
+                "forged", f"the proof does not verify: {why}", actor=env.actor, seq=env.seq
+            ) from None
+        return env.actor, env.seq, digest
+
+    async def _on_question(self, entry: dict[str, Any]) -> None:
+        if self._kind != "chapter":
+            return
+        region, seq, digest = await self._verified(entry)
+        if region not in await regional_store.followed_regions(self._db):
+            why = f"{region} is not a region this chapter follows"
+            raise RejectedEntry("not_followed", why, actor=region, seq=seq)
+        try:
+            spec = ballots.parse_spec(entry)
+        except ProtocolError as exc:
+            raise RejectedEntry("malformed", exc.describe(), actor=region, seq=seq) from None
+        if spec.scope != "regional" or self._me not in spec.chapters:
+            log.info("question %s does not list this chapter; not held", entry.get("id"))
+            return
+        try:
+            await self._proposals.adopt_regional(entry, digest=digest)
+        except BadRequest as exc:
+            raise RejectedEntry("malformed", exc.detail, actor=region, seq=seq) from None
+        q = Question(entry["id"], region, digest, entry, _due(entry, self._grace), None)
+        async with self._db.write() as tx:
+            await regional_store.put_question(tx, q)
+        self._mark(q.object_id)
+
+    async def _on_tally(self, entry: dict[str, Any]) -> None:
+        chapter, seq, digest = await self._verified(entry)
+        if chapter == self._me:
+            return  # our own, held when appended
+        try:
+            tally = protocol_tally.parse_tally(entry)
+        except TallyError as exc:
+            raise RejectedEntry("malformed", exc.detail, actor=chapter, seq=seq) from None
+        q = await self._question_for(tally.proposal, chapter, seq)
+        spec = ballots.parse_spec(q.entry)
+        if chapter not in spec.chapters:
+            why = f"{chapter} is not among the chapters {q.region} listed for {q.object_id}"
+            raise RejectedEntry("not_follower", why, actor=chapter, seq=seq)
+        if q.region == self._me and not await regional_store.is_follower(self._db, chapter):
+            why = f"{chapter} is not an accepted follower of this region"
+            raise RejectedEntry("not_follower", why, actor=chapter, seq=seq)
+        try:
+            aggregate.check_tally(spec, tally, proposal=q.object_id, proposal_digest=q.digest)
+        except TallyError as exc:
+            raise RejectedEntry("bad_tally", exc.detail, actor=chapter, seq=seq) from None
+        late = self._lateness(q, entry)
+        if late is not None:
+            raise RejectedEntry("late", late, actor=chapter, seq=seq)
+        async with self._db.write() as tx:
+            held = await regional_store.tally_of(tx, q.object_id, chapter)
+            if held is None:
+                await regional_store.put_tally(
+                    tx, q.object_id, HeldEntry(chapter, seq, digest, entry), self._clock()
+                )
+        if held is not None and held.digest != digest:
+            why = f"{chapter} already reported on {q.object_id} with its entry at seq {held.seq}"
+            raise RejectedEntry("duplicate", why, actor=chapter, seq=seq)
+        self._mark(q.object_id)
+
+    async def _on_decision(self, entry: dict[str, Any]) -> None:
+        region, seq, digest = await self._verified(entry)
+        if region == self._me:
+            return
+        try:
+            decision = aggregate.parse_decision(entry)
+        except TallyError as exc:
+            raise RejectedEntry("malformed", exc.detail, actor=region, seq=seq) from None
+        q = await self._question_for(decision.proposal, region, seq)
+        if region != q.region:
+            why = f"only {q.region}, which published {q.object_id}, decides it"
+            raise RejectedEntry("not_region", why, actor=region, seq=seq)
+        async with self._db.write() as tx:
+            held = HeldEntry(region, seq, digest, entry)
+            await regional_store.put_decision(tx, q.object_id, held, self._clock())
+        self._mark(q.object_id)
+
+    async def _question_for(self, proposal: str, actor: str, seq: int) -> Question:
+        q = await regional_store.question(self._db, proposal)
+        if q is not None:
+            return q
+        regions = [*await regional_store.followed_regions(self._db), self._me]
+        if any(proposal.startswith(r + "/") for r in regions):
+            raise Unready(f"proposal {proposal} has not arrived yet")
+        why = f"{proposal} is no regional proposal held here"
+        raise RejectedEntry("unknown_proposal", why, actor=actor, seq=seq)
+
+    def _lateness(self, q: Question, entry: dict[str, Any]) -> str | None:
+        published = entry.get("published")
+        if q.due_ts is None or not isinstance(published, str):
+            return None
+        if parse_rfc3339(published, field="published") <= q.due_ts:
+            return None
+        return f"published {published}, after tallies were due at {rfc3339(q.due_ts)}"
+
+    def _mark(self, object_id: str) -> None:
+        self._dirty.add(object_id)
+        self._final.discard(object_id)
+        self._wake.set()
+
+    # -- deciding ------------------------------------------------------------------
+
+    async def settle(self, q: Question) -> None:
+        """Decide (region) or compute and compare (chapter) once tallies are in: every
+        listed chapter reported, or `tallies_due` has passed."""
+        row = await regional_store.proposal_by_object(self._db, q.object_id)
+        if row is None:
+            return
+        spec = ballots.parse_spec(q.entry)
+        held = await regional_store.tallies(self._db, q.object_id)
+        everyone = set(spec.chapters) <= {t.actor for t in held}
+        if not everyone and (q.due_ts is None or self._clock() < q.due_ts):
+            return
+        pairs = [(t.digest, protocol_tally.parse_tally(t.entry)) for t in held]
+        ours = aggregate.aggregate(spec, pairs, proposal=q.object_id, proposal_digest=q.digest)
+        if q.region == self._me:
+            await self._decide(q, row["id"], row["status"], ours)
+        elif row["status"] in ("closed", "decided"):
+            await self._compare(q, row, spec, pairs, ours, everyone)
+
+    async def _decide(
+        self, q: Question, proposal_id: str, status: str, decision: aggregate.Decision
+    ) -> None:
+        if status == "decided":
+            self._final.add(q.object_id)
+            return
+        if status == "open":
+            with contextlib.suppress(Conflict):
+                await self._proposals.close(None, proposal_id)
+        elif status != "closed":
+            return  # a draft is not decided
+        body: dict[str, Any] = {"type": "Decision", **aggregate.decision_body(decision)}
+
+        async def extra(tx: Tx, appended: Appended) -> None:
+            current = await proposal_store.get_proposal_tx(tx, proposal_id)
+            assert current is not None
+            view = {**body, "computed_by": self._me, "region_decision": appended.entry["id"]}
+            del view["type"]
+            fields = {
+                "status": next_status(proposal_id, current["status"], "decide"),
+                "decision": msgspec.json.encode(view).decode(),
+                "verification": "verified",
+            }
+            await proposal_store.update_proposal(tx, proposal_id, fields)
+            await regional_store.set_decision_seq(tx, q.object_id, appended.seq)
+
+        appended = await self._ledger.append(body, extra)
+        self._final.add(q.object_id)
+        log.info("decided %s at seq %d: %s", q.object_id, appended.seq, decision.outcome.result)
+
+    async def _compare(
+        self,
+        q: Question,
+        row: Any,
+        spec: ballots.ProposalSpec,
+        pairs: list[tuple[str, protocol_tally.Tally]],
+        ours: aggregate.Decision,
+        everyone: bool,
+    ) -> None:
+        verification: str | None = None
+        dispute: str | None = None
+        region_entry: str | None = None
+        theirs = await regional_store.decisions(self._db, q.object_id)
+        if len(theirs) > 1:
+            verification = "disputed"
+            seqs = ", ".join(str(d.seq) for d in theirs)
+            dispute = f"{q.region} signed {len(theirs)} different decisions (seq {seqs})"
+            region_entry = str(theirs[-1].entry.get("id"))
+        elif theirs:
+            region_entry = str(theirs[0].entry.get("id"))
+            try:
+                aggregate.verify_decision(
+                    spec, pairs, theirs[0].entry, proposal=q.object_id, proposal_digest=q.digest
+                )
+                verification = "verified"
+            except TallyError as exc:
+                named = set(aggregate.parse_decision(theirs[0].entry).tallies)
+                missing = named - {digest for digest, _ in pairs}
+                if missing and not everyone:
+                    dispute = f"waiting for {len(missing)} tally entries the decision names"
+                else:
+                    verification, dispute = "disputed", exc.detail
+        view = {
+            **aggregate.decision_body(ours),
+            "computed_by": self._me,
+            "region_decision": region_entry,
+            "dispute": dispute,
+        }
+        encoded = msgspec.json.encode(view).decode()
+        if verification is not None:
+            self._final.add(q.object_id)
+        if (row["status"], row["decision"], row["verification"]) == (
+            "decided",
+            encoded,
+            verification,
+        ):
+            return
+        async with self._db.write() as tx:
+            current = await proposal_store.get_proposal_tx(tx, row["id"])
+            assert current is not None
+            fields: dict[str, Any] = {"decision": encoded, "verification": verification}
+            if current["status"] == "closed":
+                fields["status"] = next_status(row["id"], "closed", "decide")
+            await proposal_store.update_proposal(tx, row["id"], fields)
+        if verification == "disputed":
+            log.warning("disputed %s: %s", q.object_id, dispute)
+
+    # -- the background loop: outbox, deadlines, catch-up -----------------------------
+
+    async def run(self) -> None:
+        await asyncio.sleep(0.2)  # let the node's server come up first
+        await self.catch_up()
+        while True:
+            self._wake.clear()
+            try:
+                await self._publish_due()
+                await self._settle_due()
+            except Exception:  # keep the loop alive; the next tick retries
+                log.exception("regional pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
+
+    async def _settle_due(self) -> None:
+        for q in await regional_store.questions(self._db):
+            if q.object_id in self._final and q.object_id not in self._dirty:
+                continue
+            self._dirty.discard(q.object_id)
+            await self.settle(q)
+
+    async def _publish_due(self) -> None:
+        """Resolve queued targets to inboxes and hand the entries to the durable queue."""
+        now = self._clock()
+        by_seq: dict[int, list[tuple[str, int]]] = {}
+        for seq, target, attempts in await regional_store.due_targets(self._db, now):
+            by_seq.setdefault(seq, []).append((target, attempts))
+        for seq, targets in by_seq.items():
+            found: list[fed_store.Recipient] = []
+            done: list[str] = []
+            failed: list[tuple[str, int]] = []
+            for target, attempts in targets:
+                try:
+                    actor = await self._actors.get(target)
+                except (FederationError, ProtocolError) as exc:
+                    log.info("recipient %s of seq %d not reachable yet: %s", target, seq, exc)
+                    failed.append((target, attempts + 1))
+                    continue
+                found.append(fed_store.Recipient(actor.inbox, actor.shared_inbox))
+                done.append(target)
+            (entry,) = await self._ledger.entries(seq, 1)
+            async with self._db.write() as tx:
+                if found:
+                    await fed_store.enqueue(tx.connection, entry, found)
+                await regional_store.done_targets(tx, seq, done)
+                for target, attempts in failed:
+                    later = now + min(MAX_BACKOFF_S, 2.0**attempts)
+                    await regional_store.retry_target(tx, seq, target, attempts, later)
+            if found:
+                wake_delivery(self._app)
+
+    async def catch_up(self) -> None:
+        """Pull what may have been missed while down: the followed regions' Questions and
+        Decisions, then the listed chapters' tallies for every unsettled proposal."""
+        for region in await regional_store.followed_regions(self._db):
+            await self._pull(region, lambda e: e.get("type") in ("Question", "Decision"))
+        wanted: set[str] = set()
+        chapters: set[str] = set()
+        for q in await regional_store.questions(self._db):
+            row = await regional_store.proposal_by_object(self._db, q.object_id)
+            if row is not None and row["status"] == "decided" and row["verification"]:
+                continue
+            wanted.add(q.object_id)
+            chapters |= set(ballots.parse_spec(q.entry).chapters)
+        chapters.discard(self._me)
+        for chapter in sorted(chapters):
+            await self._pull(
+                chapter, lambda e: e.get("type") == "Tally" and e.get("proposal") in wanted
+            )
+
+    async def _pull(self, actor_id: str, keep: Callable[[dict[str, Any]], bool]) -> None:
+        try:
+            chain = await self._actors.chain(await self._actors.get(actor_id))
+        except (FederationError, ProtocolError) as exc:
+            log.info("catch-up: the chain of %s is out of reach: %s", actor_id, exc)
+            return
+        for entry in chain:
+            if not isinstance(entry, dict) or not keep(entry):
+                continue
+            try:
+                await self.receive(entry)
+            except Exception as exc:  # one entry must not stop the rest; the inbox retries
+                log.info("catch-up: %s not taken yet: %s", entry.get("id"), exc)
+
+    # -- reading -------------------------------------------------------------------
+
+    async def status(self, proposal_id: str) -> dict[str, Any]:
+        """What this node holds about a regional proposal, for the API and the demo."""
+        row = await proposal_store.get_proposal(self._db, proposal_id)
+        if row is None:
+            raise NotFound(f"no proposal {proposal_id!r}")
+        q = await regional_store.question(self._db, row["object_id"] or "")
+        if q is None:
+            raise NotFound(f"proposal {proposal_id} is not a regional proposal")
+        spec = ballots.parse_spec(q.entry)
+        tallies = await regional_store.tallies(self._db, q.object_id)
+        decisions = await regional_store.decisions(self._db, q.object_id)
+        rejected = await regional_store.rejections(self._db, q.object_id)
+        return {
+            "id": proposal_id,
+            "object_id": q.object_id,
+            "region": q.region,
+            "chapters": list(spec.chapters),
+            "rule": spec.rule,
+            "tallies_due": None if q.due_ts is None else rfc3339(q.due_ts),
+            "status": row["status"],
+            "tallies": [
+                {
+                    "chapter": t.actor,
+                    "seq": t.seq,
+                    "id": t.entry.get("id"),
+                    "digest": t.digest,
+                    "cast": t.entry.get("cast"),
+                    "eligible": t.entry.get("eligible"),
+                    "counts": t.entry.get("counts"),
+                    "outcome": t.entry.get("outcome"),
+                }
+                for t in tallies
+            ],
+            "rejected": [r.to_json() for r in rejected],
+            "region_decisions": [
+                {"id": d.entry.get("id"), "seq": d.seq, "digest": d.digest} for d in decisions
+            ],
+            "decision": msgspec.json.decode(row["decision"]) if row["decision"] else None,
+            "verification": row["verification"],
+        }
+
+
+REGIONAL_KEY = web.AppKey("convene_regional", Regional)
+
+
+async def _regional_ctx(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES_KEY]
+    regional = Regional(app)
+    app[REGIONAL_KEY] = regional
+    services.proposals.regional = regional
+    services.ledger.on_append.append(regional.on_append)
+    task = asyncio.create_task(regional.run(), name="regional")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        services.ledger.on_append.remove(regional.on_append)
+        services.proposals.regional = None
+
+
+async def _inbox_handler(app: web.Application, incoming: IncomingActivity) -> None:
+    regional = app.get(REGIONAL_KEY)
+    if regional is None:
+        raise Unready("regional votes are not running yet")
+    await regional.receive(incoming.activity)
+
+
+async def _status_view(request: web.Request) -> web.Response:
+    return json_response(await request.app[REGIONAL_KEY].status(request.match_info["id"]))
+
+
+def setup(app: web.Application) -> None:
+    """Register the schema, the inbox handlers, the background loop and the read route.
+    Call after `node.federation_glue.setup(app)`, before the app starts."""
+    services = app[SERVICES_KEY]
+    services.db.migrations["regional"] = regional_store.REGIONAL_MIGRATIONS
+
+    async def handler(incoming: IncomingActivity) -> None:
+        await _inbox_handler(app, incoming)
+
+    for kind in ("Question", "Tally", "Decision"):
+        app[INBOX_HANDLERS_KEY][kind] = handler
+    app.cleanup_ctx.append(_regional_ctx)
+    app.router.add_get("/api/proposals/{id}/regional", _status_view)
