@@ -2,8 +2,9 @@
 
 Theory of operation.
 
-- `GET /healthz` answers 200 while a reader connection can query the database and 503
-  when it cannot (what a container runtime or systemd watchdog restarts on); it also
+- `GET /healthz` answers 200 while a fresh read-only connection to the configured file
+  can query it and 503 when it cannot (a volume gone, a disk failing: what a container
+  runtime or a watchdog acts on); it also
   says how deep the delivery queue is and what the last delivery error was, because a
   node that cannot reach its region is up but not well.
 - `GET /metrics` is the Prometheus text exposition format 0.0.4. Counters (requests by
@@ -19,8 +20,9 @@ Theory of operation.
   step (one read transaction, so the copy is one consistent point in time; in WAL
   mode the writer is never blocked) and archives it with the keys and the config,
   each file listed with its SHA-256 in a manifest. `convene restore` accepts only that
-  layout, checks every digest, the database's integrity and its signature chain, and
-  moves the result into place atomically, never over an existing node.
+  layout, checks every digest, the database's integrity, its signature chain and that
+  the key is the chain's, and only then moves the files in (the database last), never
+  over an existing node.
 """
 
 from __future__ import annotations
