@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,7 +46,6 @@ class Visit:
     member: Member | None
     csrf: str
     cookie: str | None = None  # set when the response must carry a new cookie
-    notices: list[str] = field(default_factory=list)
 
     def need_member(self) -> Member:
         if self.member is None:
