@@ -85,10 +85,15 @@ async def read_body(request: web.Request) -> bytes:
     limit = request.app[MAX_JSON_BYTES_KEY]
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"body of {request.content_length} bytes exceeds the limit of {limit}")
-    data = await request.content.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"body exceeds the limit of {limit} bytes")
-    return data
+    # read(n) returns what has arrived so far, not n bytes: gather until EOF or over.
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body exceeds the limit of {limit} bytes")
+    return b"".join(parts)
 
 
 async def read_json(request: web.Request) -> object:

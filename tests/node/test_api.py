@@ -314,3 +314,22 @@ async def test_removed_member_token_is_refused_and_login_link_is_one_time(
     dump = "\n".join(conn.iterdump())
     conn.close()
     assert node["people"]["m1"]["token"] not in dump and login_token not in dump
+
+
+async def test_bodies_arriving_in_pieces(node: dict[str, Any], http: aiohttp.ClientSession) -> None:
+    """A body sent chunked, without Content-Length, is read whole; over the limit is 413."""
+
+    async def pieces(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+        for at in range(0, len(data), size):
+            yield data[at : at + size]
+
+    text = "Long deliberation. " * 900  # about 17 kB, under the 64 KiB limit
+    body = json.dumps({"title": "Long one", "body": text, "method": "consent"}).encode()
+    headers = {"Authorization": f"Bearer {tok(node, 'org')}", "Content-Type": "application/json"}
+    async with http.post(f"{node['url']}/api/proposals", data=pieces(body), headers=headers) as r:
+        assert r.status == 201, await r.text()
+        assert (await r.json())["body"] == text
+    huge = json.dumps({"title": "x", "body": "y" * 70_000, "method": "consent"}).encode()
+    async with http.post(f"{node['url']}/api/proposals", data=pieces(huge), headers=headers) as r:
+        assert r.status == 413
+        assert (await r.json())["error"] == "too_large"
