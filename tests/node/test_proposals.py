@@ -213,3 +213,17 @@ async def test_the_tally_counts_each_members_last_ballot(
     expected = {c: list(last.values()).count(c) for c in ("agree", "abstain", "disagree", "block")}
     assert closed.tally["counts"] == expected
     assert closed.tally["cast"] == len(last) and closed.tally["eligible"] == 6
+
+
+async def test_a_removed_members_ballot_is_not_counted(services: NodeServices) -> None:
+    org = (await services.members.add("Olu", "organizer")).member
+    stays = (await services.members.add("Mia")).member
+    leaves = (await services.members.add("Max")).member
+    p = await services.proposals.create(org, NewProposal(title="Dues", method="consent"))
+    await services.proposals.cast(stays, p.id, {"choice": "agree"})
+    await services.proposals.cast(leaves, p.id, {"choice": "block"})
+    await services.members.remove(leaves.id)
+    closed = await services.proposals.close(org, p.id)
+    assert closed.tally is not None
+    assert closed.tally["counts"] == {"agree": 1, "abstain": 0, "disagree": 0, "block": 0}
+    assert (closed.tally["cast"], closed.tally["eligible"]) == (1, 2)
