@@ -92,6 +92,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "leave": ("node.federation_glue", "leave_command"),
     "backup": ("node.ops", "backup_command"),
     "restore": ("node.ops", "restore_command"),
+    "demo": ("node.demo", "demo_command"),
 }
 
 
