@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from node.errors import BadRequest, NodeError
+from node.errors import BadRequest, NodeError, Unauthorized
 from node.proposal_forms import ProposalView
 from node.regional import REGIONAL_KEY
 from node.web.ballot_form import ballot_from_form
@@ -19,8 +19,8 @@ from node.web.page import (
     redirect,
     render,
     services,
-    start_visit,
     state,
+    switch_session,
     time_left,
 )
 from protocol import ballots
@@ -44,9 +44,11 @@ async def login_form(request: web.Request, visit: Visit) -> web.Response:
 async def login_with_password(request: web.Request, visit: Visit) -> web.Response:
     form = await read_form(request, visit, "log in")
     name, password = str(form.get("name", "")).strip(), str(form.get("password", ""))
-    member = await services(request).members.check_password(name, password)
-    new = start_visit(request, member)
-    visit.cookie, visit.session = new.cookie, new.session
+    try:
+        member = await services(request).members.check_password(name, password)
+    except Unauthorized as exc:  # show the form again, name kept, with the reason
+        return render(request, visit, "login.html", {"name": name, "error": exc.detail}, 401)
+    switch_session(request, visit, member)
     return redirect("/")
 
 
@@ -63,8 +65,7 @@ async def use_login_link(request: web.Request, visit: Visit) -> web.Response:
     session, db_cookie = await members.use_login_link(request.match_info["token"])
     # The pages keep their own signed cookie; the stored session is not needed.
     await members.end_session(db_cookie)
-    new = start_visit(request, session.member)
-    visit.cookie, visit.session = new.cookie, new.session
+    switch_session(request, visit, session.member)
     return redirect("/account/passphrase?welcome=1")
 
 
@@ -89,8 +90,7 @@ async def set_passphrase(request: web.Request, visit: Visit) -> web.Response:
 @page
 async def logout(request: web.Request, visit: Visit) -> web.Response:
     await read_form(request, visit, "log out")
-    new = start_visit(request, None)
-    visit.cookie, visit.session = new.cookie, new.session
+    switch_session(request, visit, None)
     return redirect("/login")
 
 

@@ -98,6 +98,17 @@ def start_visit(request: web.Request, member: Member | None) -> Visit:
     return Visit(session, member, codec.csrf_token(session), cookie=cookie)
 
 
+def switch_session(request: web.Request, visit: Visit, member: Member | None) -> None:
+    """Log `member` in (None: out) on this visit, with a new session and CSRF token."""
+    new = start_visit(request, member)
+    visit.session, visit.member, visit.csrf, visit.cookie = (
+        new.session,
+        new.member,
+        new.csrf,
+        new.cookie,
+    )
+
+
 async def read_form(request: web.Request, visit: Visit, where: str) -> Mapping[str, Any]:
     """The POSTed form, refused (403) unless it carries this session's CSRF token."""
     form = await request.post()

@@ -123,6 +123,10 @@ async def test_invite_vote_every_method_change_check_and_results(
     await maya.get_by_role("button", name="Log out Maya").click()
     await maya.wait_for_url(re.compile(r"/login$"))
     await maya.fill("#name", "Maya")
+    await maya.fill("#password", PASS + " typo")
+    await maya.get_by_role("button", name="Log in").click()
+    assert "wrong password" in await maya.inner_text("#login-error")
+    assert await maya.input_value("#name") == "Maya"
     await maya.fill("#password", PASS)
     await maya.get_by_role("button", name="Log in").click()
     await maya.wait_for_url(node.at("/"))
