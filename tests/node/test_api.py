@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -333,3 +334,23 @@ async def test_bodies_arriving_in_pieces(node: dict[str, Any], http: aiohttp.Cli
     async with http.post(f"{node['url']}/api/proposals", data=pieces(huge), headers=headers) as r:
         assert r.status == 413
         assert (await r.json())["error"] == "too_large"
+
+
+def test_docs_show_every_api_route() -> None:
+    """docs/api.md carries a real exchange for every route the JSON API serves."""
+    from aiohttp import web
+
+    from node.api import add_routes
+
+    app = web.Application()
+    add_routes(app)
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    shown = re.findall(r"^(GET|POST) (/api/\S+)$", docs, flags=re.MULTILINE)
+    for route in app.router.routes():
+        if route.method == "HEAD" or route.resource is None:
+            continue
+        path = route.resource.canonical
+        pattern = re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path)) + "$")
+        assert any(m == route.method and pattern.match(p) for m, p in shown), (
+            f"{route.method} {path} is not shown in docs/api.md"
+        )
