@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 from aiohttp import web
@@ -276,10 +276,6 @@ def setup(app: web.Application, config: NodeConfig) -> None:
 # --- backup and restore --------------------------------------------------------------
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _check_database(path: Path, where: str) -> dict[str, Any]:
     """Integrity, identity and a verified chain of the database at `path`."""
     conn = sqlite3.connect(path)
@@ -343,35 +339,42 @@ def backup(data_dir: Path, out: Path, *, now: float) -> dict[str, Any]:
             raise NodeError(f"cannot copy {database}: {exc}", code="backup_failed") from exc
         facts = _check_database(copy, f"snapshot of {database}")
         _check_key(data_dir / SEED_PATH, facts, str(data_dir))
-        contents = {DATABASE_FILE: copy.read_bytes()}
+        sources = {DATABASE_FILE: copy}
         for name in BACKUP_FILES[1:]:
-            path = data_dir / name
-            if name == CONFIG_FILE and not path.exists():
-                continue
-            contents[name] = path.read_bytes()
+            if name != CONFIG_FILE or (data_dir / name).exists():
+                sources[name] = data_dir / name
         manifest = {
             "format": BACKUP_FORMAT,
             "version": BACKUP_VERSION,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             **facts,
-            "files": {n: {"sha256": _sha256(b), "size": len(b)} for n, b in contents.items()},
+            "files": {
+                n: {"sha256": _file_sha256(p), "size": p.stat().st_size} for n, p in sources.items()
+            },
         }
         partial = Path(tmp) / "archive.tar.gz"
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # holds the keys
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            _add(tar, MANIFEST, json.dumps(manifest, indent=1).encode(), now)
-            for name, blob in contents.items():
-                _add(tar, name, blob, now)
+            blob = json.dumps(manifest, indent=1).encode()
+            _add(tar, MANIFEST, len(blob), io.BytesIO(blob), now)
+            for name, path in sources.items():  # streamed: memory stays flat for big files
+                with path.open("rb") as handle:
+                    _add(tar, name, path.stat().st_size, handle, now)
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(partial, out)  # the old archive stays until the new one is whole
     return manifest
 
 
-def _add(tar: tarfile.TarFile, name: str, blob: bytes, now: float) -> None:
+def _add(tar: tarfile.TarFile, name: str, size: int, data: IO[bytes], now: float) -> None:
     info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(blob), int(now), 0o600
-    tar.addfile(info, io.BytesIO(blob))
+    info.size, info.mtime, info.mode = size, int(now), 0o600
+    tar.addfile(info, data)
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _check_key(seed_path: Path, facts: dict[str, Any], where: str) -> None:
@@ -386,23 +389,27 @@ def _check_key(seed_path: Path, facts: dict[str, Any], where: str) -> None:
         )
 
 
-def _read_archive(archive: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-    found: dict[str, bytes] = {}
+def _unpack(archive: Path, staging: Path) -> dict[str, Any]:
+    """Write the archive's files into `staging`, check them against its manifest."""
+    digests: dict[str, str] = {}
+    raw = b""
     try:
         with tarfile.open(archive, mode="r:*") as tar:
             for member in tar:
                 if member.name not in (MANIFEST, *BACKUP_FILES) or not member.isfile():
                     raise BackupError(f"{archive}: unexpected member {member.name!r}")
-                handle = tar.extractfile(member)
-                assert handle is not None  # isfile() above
-                found[member.name] = handle.read()
+                source = tar.extractfile(member)
+                assert source is not None  # isfile() above
+                if member.name == MANIFEST:
+                    raw = source.read(_MANIFEST_MAX + 1)
+                    continue
+                digests[member.name] = _write_private(staging / member.name, source, archive)
     except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
         raise BackupError(f"{archive}: not a readable backup archive: {exc}") from exc
-    raw = found.pop(MANIFEST, None)
-    if raw is None or len(raw) > _MANIFEST_MAX:
+    if not raw or len(raw) > _MANIFEST_MAX:
         raise BackupError(f"{archive}: no usable {MANIFEST}; not a convene backup")
     try:
-        manifest = json.loads(raw)
+        manifest: dict[str, Any] = json.loads(raw)
         listed: dict[str, Any] = manifest["files"]
         ok = manifest["format"] == BACKUP_FORMAT and manifest["version"] == BACKUP_VERSION
     except (ValueError, KeyError, TypeError) as exc:
@@ -413,16 +420,32 @@ def _read_archive(archive: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
             f"{manifest.get('version')!r} is not {BACKUP_FORMAT} {BACKUP_VERSION}"
         )
     for name in (DATABASE_FILE, SEED_PATH, RSA_PATH):
-        if name not in found or name not in listed:
+        if name not in digests or name not in listed:
             raise BackupError(f"{archive}: {name} is missing")
-    for name, blob in found.items():
-        want = listed.get(name, {}).get("sha256") if isinstance(listed.get(name), dict) else None
-        if want != _sha256(blob):
+    for name, digest in digests.items():
+        entry = listed.get(name)
+        if not isinstance(entry, dict) or entry.get("sha256") != digest:
             raise BackupError(
                 f"{archive}: {name} does not match the SHA-256 in {MANIFEST} "
                 "(the archive is damaged or was altered)"
             )
-    return manifest, found
+    return manifest
+
+
+def _write_private(path: Path, source: IO[bytes], archive: Path) -> str:
+    """Copy `source` to a new 0600 file, durably; return its SHA-256."""
+    digest = hashlib.sha256()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise BackupError(f"{archive}: {path.name} appears twice") from exc
+    with os.fdopen(fd, "wb") as handle:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+            handle.write(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return digest.hexdigest()
 
 
 def restore(archive: Path, data_dir: Path) -> dict[str, Any]:
@@ -433,7 +456,6 @@ def restore(archive: Path, data_dir: Path) -> dict[str, Any]:
             f"refusing to restore into {data_dir}: it is not empty{live}; "
             "restore into a new, empty folder"
         )
-    manifest, files = _read_archive(archive)
     created = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     data_dir.chmod(0o700)
@@ -442,12 +464,7 @@ def restore(archive: Path, data_dir: Path) -> dict[str, Any]:
     staging = Path(tempfile.mkdtemp(dir=data_dir, prefix=".restoring-"))
     try:
         (staging / KEY_DIR).mkdir(mode=0o700)
-        for name, blob in files.items():
-            fd = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(blob)
-                handle.flush()
-                os.fsync(handle.fileno())
+        manifest = _unpack(archive, staging)
         facts = _check_database(staging / DATABASE_FILE, str(archive))
         if facts["actor"] != manifest.get("actor"):
             raise BackupError(

@@ -377,7 +377,9 @@ def _members(archive: Path) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
 
 
-def _write(archive: Path, members: dict[str, bytes], *, fix_manifest: bool = False) -> None:
+def _write(
+    archive: Path, members: dict[str, bytes], *, fix_manifest: bool = False, twice: str = ""
+) -> None:
     if fix_manifest:
         import hashlib
 
@@ -386,8 +388,9 @@ def _write(archive: Path, members: dict[str, bytes], *, fix_manifest: bool = Fal
             if name != MANIFEST:
                 manifest["files"][name] = {"sha256": hashlib.sha256(blob).hexdigest()}
         members = {**members, MANIFEST: json.dumps(manifest).encode()}
+    items = list(members.items()) + ([(twice, members[twice])] if twice else [])
     with tarfile.open(archive, "w:gz") as tar:
-        for name, blob in members.items():
+        for name, blob in items:
             info = tarfile.TarInfo(name)
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
@@ -424,6 +427,7 @@ def _tamper_chain(db: bytes, tmp: Path) -> bytes:
         ("chain", "the signature chain does not verify: actor"),
         ("other_key", "is not the key the chain of"),
         ("version", "is not convene-backup 1"),
+        ("twice", "convene.sqlite3 appears twice"),
     ],
 )
 def test_restore_names_what_is_wrong_with_a_bad_archive(
@@ -448,6 +452,8 @@ def test_restore_names_what_is_wrong_with_a_bad_archive(
                fix_manifest=True)  # fmt: skip
     elif damage == "other_key":
         _write(bad, {**m, "keys/ed25519.seed": bytes(32)}, fix_manifest=True)
+    elif damage == "twice":
+        _write(bad, m, twice="convene.sqlite3")
     elif damage == "version":
         manifest = {**json.loads(m[MANIFEST]), "version": 99}
         _write(bad, {**m, MANIFEST: json.dumps(manifest).encode()})
