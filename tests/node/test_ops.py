@@ -202,7 +202,8 @@ def _signed_follow(
     headers.update({
         "Content-Type": "application/activity+json",
         "Host": proxied_to.removeprefix("http://"),
-        "X-Forwarded-Host": public.removeprefix("https://"),
+        # A value the client sent, then the one the proxy appended: only the last counts.
+        "X-Forwarded-Host": "spoofed.example, " + public.removeprefix("https://"),
         "X-Forwarded-Proto": "https",
     })  # fmt: skip
     return body, headers
