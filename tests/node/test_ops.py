@@ -238,11 +238,13 @@ async def test_forwarded_headers_only_when_trusted_and_ids_from_the_public_url(
             # The signed host is not the one the node sees, and it must not guess.
             assert response.status == 401, answer
             assert answer["error"] == "bad_signature", answer
-        bad = {"X-Forwarded-Proto": "gopher"}
-        async with http.get(f"{url}/healthz", headers=bad) as response:
-            assert response.status == (400 if trust else 200)
-            if trust:
-                assert "X-Forwarded-Proto" in (await response.json())["detail"]
+        for name, value in (("X-Forwarded-Proto", "gopher"), ("X-Forwarded-Host", "a.example/x")):
+            async with http.get(f"{url}/healthz", headers={name: value}) as response:
+                assert response.status == (400 if trust else 200)
+                if trust:
+                    answer = await response.json()
+                    assert answer["error"] == "bad_request"
+                    assert name in answer["detail"] and value in answer["detail"]
 
 
 # --- backup and restore ---------------------------------------------------------------
