@@ -22,7 +22,6 @@ from nodekit import FakeClock, free_port
 from node.app import create_app
 from node.bootstrap import init_node
 from node.config import DATABASE_FILE, load_config
-from node.federation_glue import FEDERATION_MIGRATIONS
 from node.proposal_forms import NewProposal
 from node.schema import NODE_MIGRATIONS
 from node.services import build_services
@@ -106,6 +105,22 @@ async def old_node(ref: dict[str, Any], root: Path, version: int) -> Path:
     return data
 
 
+async def serve_once(data: Path) -> None:
+    """Start the node as `convene serve` builds it, check /healthz, stop."""
+    port = free_port()
+    runner = web.AppRunner(create_app(load_config(data, {"port": port})))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            assert response.status == 200, await response.text()
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.parametrize("version", range(1, LATEST + 1))
 async def test_every_earlier_schema_upgrades_with_its_data(tmp_path: Path, version: int) -> None:
     ref = await reference_node(tmp_path)
@@ -133,27 +148,11 @@ async def test_every_earlier_schema_upgrades_with_its_data(tmp_path: Path, versi
     state = chain.verify_chain(entries)
     assert state.next_seq == len(entries) >= 7
 
-    # The node serves from the upgraded file; federation adds its tables on first start.
-    port = free_port()
-    app = create_app(load_config(data, {"port": port}))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/healthz") as response,
-        ):
-            assert response.status == 200, await response.text()
-    finally:
-        await runner.cleanup()
-
+    # The node serves from the upgraded file; other layers add their tables on start.
+    await serve_once(data)
     fresh = tmp_path / "fresh"
     await init_node(fresh, name="Fresh", url="http://127.0.0.1:9")
-    fresh_db = build_services(load_config(fresh)).db
-    fresh_db.migrations["federation"] = FEDERATION_MIGRATIONS
-    await fresh_db.open()
-    await fresh_db.close()
+    await serve_once(fresh)
     assert layout(data / DATABASE_FILE) == layout(fresh / DATABASE_FILE)
 
 
