@@ -388,25 +388,26 @@ class Regional:
         dispute: str | None = None
         region_entry: str | None = None
         theirs = await regional_store.decisions(self._db, q.object_id)
-        if len(theirs) > 1:
-            verification = "disputed"
-            seqs = ", ".join(str(d.seq) for d in theirs)
-            dispute = f"{q.region} signed {len(theirs)} different decisions (seq {seqs})"
+        if theirs:
             region_entry = str(theirs[-1].entry.get("id"))
-        elif theirs:
-            region_entry = str(theirs[0].entry.get("id"))
-            try:
-                aggregate.verify_decision(
-                    spec, pairs, theirs[0].entry, proposal=q.object_id, proposal_digest=q.digest
-                )
+            problems: list[str] = []
+            for d in theirs:
+                try:
+                    aggregate.verify_decision(
+                        spec, pairs, d.entry, proposal=q.object_id, proposal_digest=q.digest
+                    )
+                except TallyError as exc:
+                    named = set(aggregate.parse_decision(d.entry).tallies)
+                    if named - {digest for digest, _ in pairs} and not everyone:
+                        dispute = f"waiting for tally entries the decision at seq {d.seq} names"
+                    else:
+                        problems.append(f"decision at seq {d.seq}: {exc.detail}")
+            if problems:
+                verification = "disputed"
+                many = f"{q.region} signed {len(theirs)} different decisions; " * (len(theirs) > 1)
+                dispute = many + "; ".join(problems)
+            elif dispute is None:
                 verification = "verified"
-            except TallyError as exc:
-                named = set(aggregate.parse_decision(theirs[0].entry).tallies)
-                missing = named - {digest for digest, _ in pairs}
-                if missing and not everyone:
-                    dispute = f"waiting for {len(missing)} tally entries the decision names"
-                else:
-                    verification, dispute = "disputed", exc.detail
         view = {
             **aggregate.decision_body(ours),
             "computed_by": self._me,

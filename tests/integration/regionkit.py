@@ -1,0 +1,61 @@
+"""Crafting signed entries as a real node would, with that node's own keys, and
+POSTing them HTTP-signed to another node's inbox (for the forged/late/duplicate and
+disputed cases, which an honest node never produces)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from federation.client import FederationClient, http_signer
+from node.bootstrap import identity_of
+from node.config import DATABASE_FILE
+from node.demo import Node
+from protocol import chain
+
+
+def head(node: Node) -> tuple[int, str]:
+    """(seq, digest) of the newest entry in the node's chain, read from its file."""
+    conn = sqlite3.connect(node.data / DATABASE_FILE)
+    try:
+        seq, digest = conn.execute(
+            "SELECT seq, digest FROM chain_entries ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(seq), str(digest)
+
+
+def sign_next(node: Node, body: dict[str, Any], published: str, *, skip: int = 0) -> dict[str, Any]:
+    """`body` signed with the node's real key as its next entry (`skip` seqs further)."""
+    identity = identity_of(Path(node.data))
+    seq, digest = head(node)
+    built = chain.make_entry(
+        body,
+        actor=identity.actor,
+        seq=seq + 1 + skip,
+        prev=digest,
+        key=identity.signing_key,
+        key_id=identity.key_id,
+        published=published,
+    )
+    entry: dict[str, Any] = msgspec.to_builtins(built)
+    return entry
+
+
+def entry_body(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry's own fields, without the envelope the chain adds."""
+    envelope = {"@context", "id", "actor", "seq", "prev", "published", "proof"}
+    return {k: v for k, v in entry.items() if k not in envelope}
+
+
+async def post_signed(sender: Node, inbox_of: Node, activity: dict[str, Any]) -> int:
+    """POST `activity` to `inbox_of`'s inbox, HTTP-signed with `sender`'s RSA key."""
+    identity = identity_of(Path(sender.data))
+    signer = http_signer(identity.rsa_key_id, identity.rsa_key)
+    async with FederationClient(signer=signer, allow_private_network=True) as client:
+        response = await client.post(f"{inbox_of.url}/inbox", msgspec.json.encode(activity))
+    return response.status

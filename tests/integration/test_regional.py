@@ -1,0 +1,244 @@
+"""Regional votes between real `convene serve` processes on loopback: one region and
+three chapters (Alder, Birch, Cedar), each with its own SQLite file, talking signed
+HTTP. The tests run in order on one cluster; the ones that craft bad entries come
+last because they spend chain positions the honest nodes would otherwise use."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import pytest_asyncio
+from regionkit import entry_body, post_signed, sign_next
+
+from node.bootstrap import init_node
+from node.clock import parse_rfc3339, rfc3339
+from node.config import DATABASE_FILE
+from node.demo import Cluster, Node, free_port, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+GRACE = 4  # seconds after close that tallies still count (--regional-grace-s)
+CLOSES_IN = 4
+SEEN: dict[str, Any] = {}  # what earlier tests made, for the later ones
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    root = tmp_path_factory.mktemp("region")
+    async with Cluster(root, ["Alder", "Birch", "Cedar"], grace_s=GRACE) as c:
+        await c.create(members_per_chapter=2)
+        await c.start()
+        await c.join()
+        yield c
+
+
+def chapter(c: Cluster, name: str) -> Node:
+    return next(n for n in c.chapters if n.name == name)
+
+
+async def open_everywhere(c: Cluster, **fields: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """A regional proposal from the region, held open by every chapter."""
+    proposal = await c.propose(CLOSES_IN, **fields)
+    local = {ch.name: await c.adopted(ch, proposal["object_id"]) for ch in c.chapters}
+    return proposal, local
+
+
+async def sleep_past(rfc: str, extra: float = 0.5) -> None:
+    await asyncio.sleep(max(0.0, parse_rfc3339(rfc, field="t") + extra - time.time()))
+
+
+def consent(*choices: str) -> list[dict[str, str]]:
+    return [{"choice": c} for c in choices]
+
+
+async def test_a_regional_vote_end_to_end(cluster: Cluster) -> None:
+    proposal, local = await open_everywhere(
+        cluster, method="choice", options=["tram", "bus"], rule="chapters"
+    )
+    assert proposal["scope"] == "regional" and proposal["rule"] == "chapters"
+    region_view = await cluster.regional(cluster.region, proposal["id"])
+    assert set(region_view["chapters"]) == {ch.actor for ch in cluster.chapters}
+    votes = {"Alder": ["tram", "tram"], "Birch": ["bus", "bus"], "Cedar": ["tram", "bus"]}
+    votes["Cedar"] = ["tram", "tram"]
+    for name, picks in votes.items():
+        await cluster.vote(chapter(cluster, name), local[name], [{"choice": p} for p in picks])
+
+    decided = await cluster.settled(cluster.region, proposal["id"])
+    decision = decided["decision"]
+    assert decision["outcome"]["result"] == "winner" and decision["outcome"]["winner"] == "tram"
+    assert decision["reporting"] == 3 and decision["counted"] == 3
+    assert decision["counts"] == {"votes": {"tram": 4, "bus": 2}}
+    for ch in cluster.chapters:
+        view = await cluster.settled(ch, local[ch.name])
+        assert view["decision"]["outcome"] == decision["outcome"]
+        assert view["decision"]["tallies"] == decision["tallies"]
+        assert view["decision"]["region_decision"] == decision["region_decision"]
+        assert len(view["tallies"]) == 3 and view["rejected"] == []
+        # the contract view: tally, decision {outcome, ...}, verification
+        status, api = await cluster.call("GET", ch, f"/api/proposals/{local[ch.name]}")
+        assert status == 200 and api["status"] == "decided"
+        assert api["tally"]["cast"] == 2 and api["tally"]["ballots_root"]
+        assert api["decision"]["outcome"]["winner"] == "tram"
+        assert api["verification"] == "verified"
+    SEEN["p1"] = (proposal, local, decided)
+
+
+async def test_chapters_decide_without_the_region(cluster: Cluster) -> None:
+    proposal, local = await open_everywhere(cluster, method="consent", rule="double-majority")
+    cluster.region.stop()  # the Question is out; the region's server goes away
+    votes = {
+        "Alder": consent("agree", "agree"),
+        "Birch": consent("agree", "disagree"),
+        "Cedar": consent("disagree", "disagree"),
+    }
+    for name, ballots in votes.items():
+        await cluster.vote(chapter(cluster, name), local[name], ballots)
+    views = [await cluster.settled(ch, local[ch.name], None) for ch in cluster.chapters]
+    first = views[0]["decision"]
+    assert first["reporting"] == 3 and first["region_decision"] is None
+    # pooled 3 agree / 3 disagree fails; by chapters 1 passed of 3 fails
+    assert first["outcome"]["result"] == "failed"
+    for view in views[1:]:
+        assert view["decision"] == {**first, "computed_by": view["decision"]["computed_by"]}
+
+    await cluster.start([cluster.region])  # back: it pulls the tallies and decides
+    decided = await cluster.settled(cluster.region, proposal["id"])
+    assert decided["decision"]["tallies"] == first["tallies"]
+    for ch in cluster.chapters:
+        view = await cluster.settled(ch, local[ch.name])
+        assert view["decision"]["region_decision"] == decided["decision"]["region_decision"]
+
+
+async def test_a_chapter_down_at_close_catches_up(cluster: Cluster) -> None:
+    proposal, local = await open_everywhere(cluster, method="consent", rule="pooled")
+    for ch in cluster.chapters:
+        await cluster.vote(ch, local[ch.name], consent("agree", "abstain"))
+    cedar = chapter(cluster, "Cedar")
+    cedar.stop()
+    await sleep_past(proposal["closes_at"])
+    await cluster.start([cedar])  # closes on start, well within the grace period
+    decided = await cluster.settled(cluster.region, proposal["id"])
+    assert decided["decision"]["reporting"] == 3 and decided["rejected"] == []
+    assert decided["decision"]["outcome"]["result"] == "passed"
+    view = await cluster.settled(cedar, local["Cedar"])
+    assert len(view["tallies"]) == 3  # its own, and the two it pulled on start
+    assert view["decision"]["outcome"] == decided["decision"]["outcome"]
+
+
+async def test_a_late_tally_is_rejected_and_named(cluster: Cluster) -> None:
+    proposal, local = await open_everywhere(cluster, method="consent", rule="chapters")
+    for ch in cluster.chapters:
+        await cluster.vote(ch, local[ch.name], consent("agree", "agree"))
+    cedar = chapter(cluster, "Cedar")
+    cedar.stop()
+    decided = await cluster.settled(cluster.region, proposal["id"])  # at close + grace
+    assert decided["decision"]["reporting"] == 2
+    await cluster.start([cedar])
+
+    async def named_late(node: Node, pid: str) -> dict[str, Any] | None:
+        view = await cluster.regional(node, pid)
+        late = [r for r in view["rejected"] if r["code"] == "late"]
+        return late[0] if late else None
+
+    for node, pid in (
+        (cluster.region, proposal["id"]),
+        (chapter(cluster, "Alder"), local["Alder"]),
+    ):
+        late = await wait_until(
+            "the late tally to be named", lambda n=node, p=pid: named_late(n, p)
+        )
+        assert late["actor"] == cedar.actor and isinstance(late["seq"], int)
+        assert "after tallies were due" in late["reason"]
+    view = await cluster.settled(cedar, local["Cedar"])  # it still checks the region
+    assert view["decision"]["reporting"] == 2
+    assert (await cluster.regional(cluster.region, proposal["id"]))["decision"] == decided[
+        "decision"
+    ]
+
+
+def last_tally(node: Node) -> dict[str, Any]:
+    conn = sqlite3.connect(node.data / DATABASE_FILE)
+    try:
+        (blob,) = conn.execute(
+            "SELECT entry FROM chain_entries WHERE type = 'Tally' ORDER BY seq LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    entry: dict[str, Any] = msgspec.json.decode(blob)
+    return entry
+
+
+async def rejection(c: Cluster, node: Node, pid: str, code: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        view = await c.regional(node, pid)
+        return next((r for r in view["rejected"] if r["code"] == code), None)
+
+    return await wait_until(f"{node.name} to reject a {code} tally", probe)
+
+
+async def test_bad_tallies_are_rejected_and_named(cluster: Cluster, tmp_path: Path) -> None:
+    proposal, local, _ = SEEN["p1"]
+    alder, birch, cedar = cluster.chapters
+    real = last_tally(birch)  # Birch's signed tally for the first proposal
+    assert real["proposal"] == proposal["object_id"]
+    body = entry_body(real)
+
+    duplicate = sign_next(birch, body, real["published"])  # a second, valid tally
+    assert await post_signed(birch, alder, duplicate) == 202
+    forged = {**duplicate, "proof": {**duplicate["proof"], "proofValue": "z" + "1" * 87}}
+    assert await post_signed(birch, cedar, forged) == 202
+    late = sign_next(birch, body, rfc3339(time.time() + 3600))
+    assert await post_signed(birch, cluster.region, late) == 202
+    unsigned = {k: v for k, v in sign_next(birch, body, real["published"], skip=1).items()}
+    del unsigned["proof"]
+    assert await post_signed(birch, alder, unsigned) == 202
+    # without an HTTP signature the inbox takes nothing at all
+    status, refused = await cluster.call("POST", alder, "/inbox", duplicate)
+    assert status == 401 and refused["error"]
+
+    outsider = Node("Outsider", "chapter", tmp_path / "outsider", free_port(), GRACE)
+    created = await init_node(outsider.data, name="Outsider", url=outsider.url)
+    outsider.actor = created.to_json()["actor"]
+    await cluster.start([outsider])
+    try:
+        stranger = sign_next(outsider, body, real["published"])
+        assert await post_signed(outsider, alder, stranger) == 202
+        not_follower = await rejection(cluster, alder, local["Alder"], "not_follower")
+    finally:
+        outsider.stop()
+
+    dup = await rejection(cluster, alder, local["Alder"], "duplicate")
+    assert dup["actor"] == birch.actor and dup["seq"] == duplicate["seq"]
+    assert f"seq {real['seq']}" in dup["reason"]
+    bad = await rejection(cluster, cedar, local["Cedar"], "forged")
+    assert bad["actor"] == birch.actor and "proof" in bad["reason"]
+    gone = await rejection(cluster, cluster.region, proposal["id"], "late")
+    assert gone["actor"] == birch.actor and gone["seq"] == late["seq"]
+    nosig = await rejection(cluster, alder, local["Alder"], "unsigned")
+    assert nosig["seq"] == unsigned["seq"]
+    assert not_follower["actor"] == outsider.actor and "not among" in not_follower["reason"]
+    for node, pid in ((alder, local["Alder"]), (cedar, local["Cedar"])):
+        view = await cluster.regional(node, pid)
+        assert len(view["tallies"]) == 3 and view["verification"] == "verified"
+
+
+async def test_a_wrong_decision_is_disputed(cluster: Cluster) -> None:
+    _, local, decided = SEEN["p1"]
+    alder, birch, _ = cluster.chapters
+    body = {
+        k: v for k, v in decided["decision"].items() if k not in ("computed_by", "region_decision")
+    }
+    body["outcome"] = {**body["outcome"], "winner": "bus", "reason": "bus, says the region"}
+    wrong = sign_next(cluster.region, {"type": "Decision", **body}, rfc3339(time.time()))
+    assert await post_signed(cluster.region, alder, wrong) == 202
+    view = await cluster.settled(alder, local["Alder"], "disputed")
+    assert "outcome" in view["decision"]["dispute"]
+    assert view["decision"]["outcome"]["winner"] == "tram"  # its own count stands
+    assert (await cluster.regional(birch, local["Birch"]))["verification"] == "verified"
