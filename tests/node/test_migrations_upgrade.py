@@ -9,8 +9,10 @@ columns that version has.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 from aiohttp import web
 from nodekit import FakeClock, free_port
 
-from node.app import create_app
+from node.app import DB_KEY, create_app
 from node.bootstrap import init_node
 from node.config import DATABASE_FILE, load_config
 from node.proposal_forms import NewProposal
@@ -79,13 +81,19 @@ def layout(path: Path) -> dict[str, Any]:
         conn.close()
 
 
-async def old_node(ref: dict[str, Any], root: Path, version: int) -> Path:
-    """The reference node as it would be stored at schema `version`."""
-    data = root / f"v{version}"
+async def old_node(
+    ref: dict[str, Any],
+    root: Path,
+    upto: dict[str, int],
+    migrations: dict[str, Sequence[str]] | None = None,
+) -> Path:
+    """The reference node as stored by a release whose components were at `upto`
+    (components missing from `migrations` did not exist yet)."""
+    data = root / "-".join(f"{c}{v}" for c, v in upto.items())
     shutil.copytree(ref["data"], data)
     (data / DATABASE_FILE).unlink()
-    old = Database(data / DATABASE_FILE, {"node": NODE_MIGRATIONS}, readers=1)
-    await old.open(upto={"node": version})
+    old = Database(data / DATABASE_FILE, dict(migrations or {"node": NODE_MIGRATIONS}), readers=1)
+    await old.open(upto=upto)
     await old.close()
     conn = sqlite3.connect(data / DATABASE_FILE)
     try:
@@ -98,8 +106,10 @@ async def old_node(ref: dict[str, Any], root: Path, version: int) -> Path:
             conn.execute(f"INSERT INTO main.{table} ({keep}) SELECT {keep} FROM ref.{table}")
         conn.commit()
         conn.execute("DETACH DATABASE ref")
-        stored = conn.execute("SELECT component, MAX(version) FROM schema_migrations").fetchone()
-        assert stored == ("node", version)
+        stored = dict(
+            conn.execute("SELECT component, MAX(version) FROM schema_migrations GROUP BY 1")
+        )
+        assert all(stored.get(c, 0) == v for c, v in upto.items()), stored
     finally:
         conn.close()
     return data
@@ -124,7 +134,7 @@ async def serve_once(data: Path) -> None:
 @pytest.mark.parametrize("version", range(1, LATEST + 1))
 async def test_every_earlier_schema_upgrades_with_its_data(tmp_path: Path, version: int) -> None:
     ref = await reference_node(tmp_path)
-    data = await old_node(ref, tmp_path, version)
+    data = await old_node(ref, tmp_path, {"node": version})
 
     services = build_services(load_config(data), FakeClock(1_800_000_100.0))
     await services.db.open()
@@ -154,6 +164,29 @@ async def test_every_earlier_schema_upgrades_with_its_data(tmp_path: Path, versi
     await init_node(fresh, name="Fresh", url="http://127.0.0.1:9")
     await serve_once(fresh)
     assert layout(data / DATABASE_FILE) == layout(fresh / DATABASE_FILE)
+
+
+async def test_every_earlier_version_of_the_other_layers_tables_upgrades(
+    tmp_path: Path,
+) -> None:
+    """Federation and the regional layer register their own numbered steps: a file made
+    before they existed (version 0), or at any of their earlier versions, upgrades."""
+    ref = await reference_node(tmp_path)
+    await serve_once(ref["data"])  # the reference gets every layer's tables
+    migrations = create_app(load_config(ref["data"]))[DB_KEY].migrations
+    fresh = tmp_path / "fresh"
+    await init_node(fresh, name="Fresh", url="http://127.0.0.1:9")
+    await serve_once(fresh)
+    earlier = [(c, v) for c, steps in migrations.items() if c != "node" for v in range(len(steps))]
+    assert {c for c, _ in earlier} >= {"federation"}
+    for component, version in earlier:
+        data = await old_node(ref, tmp_path, {component: version}, migrations)
+        await serve_once(data)
+        assert layout(data / DATABASE_FILE) == layout(fresh / DATABASE_FILE), component
+        conn = sqlite3.connect(data / DATABASE_FILE)
+        entries = [json.loads(r[0]) for r in conn.execute("SELECT entry FROM chain_entries")]
+        conn.close()
+        assert chain.verify_chain(entries).next_seq == len(entries) >= 5
 
 
 async def test_a_database_newer_than_the_program_is_refused(tmp_path: Path) -> None:
