@@ -61,7 +61,10 @@ def ballot(method: str, i: int) -> object:
 
 
 async def seed(app: web.Application) -> tuple[str, str, str]:
-    """Fill the chapter; return (an organizer's id, an open and a closed proposal id)."""
+    """Fill the chapter; return (an organizer's id, an open and a closed proposal id).
+
+    The chain grows to about 1,450 entries (genesis, 1,001 roster changes, 200
+    questions, 50 tallies), which is what the audit page re-verifies."""
     services = app[SERVICES_KEY]
     organizer = (await services.members.add("Organizer", "organizer")).member
     members = [organizer]
@@ -126,6 +129,7 @@ async def main(quick: bool) -> None:
         cookie = app[WEB_KEY].codec.issue(organizer, time.time())
         pages = {"home": "/", "proposal": f"/proposals/{open_id}"}
         pages["results"] = f"/proposals/{closed_id}/results"
+        pages["audit"] = "/audit"  # re-verifies the whole chain: shown, not in the verdict
 
         jar = aiohttp.CookieJar(unsafe=True)  # cookies for a bare IP address
         jar.update_cookies({COOKIE: cookie}, aiohttp.client.URL(url))
@@ -175,9 +179,9 @@ async def main(quick: bool) -> None:
             f"{page_p95:>9.2f}{floor_p95:>11.2f}{ratio:>8.1f}"
         )
     print(f"of which proposals.all() (service, {PROPOSALS} views): p95 {p95(service_ms):.2f} ms")
-    worst = max(results, key=lambda r: r[1])
+    worst = max((r for r in results if r[0] != "audit"), key=lambda r: r[1])
     verdict = "under" if worst[1] < 50 else "OVER"
-    print(f"worst p95 {worst[1]:.1f} ms ({worst[0]}): {verdict} the 50 ms budget")
+    print(f"worst p95 of home/proposal/results {worst[1]:.1f} ms ({worst[0]}): {verdict} 50 ms")
     per_page = " ".join(f"{name}_p95_ms={ms:.2f}" for name, ms, _ in results)
     print(f"RESULT p95_ms={worst[1]:.2f} ratio={worst[2]:.1f} {per_page}")
 

@@ -1,4 +1,5 @@
-"""The audit page's rows: verified entries, a tampered entry, an equivocation."""
+"""The audit page: entries checked in order, a tampered entry and what follows it
+refused, a change on disk noticed, other nodes' equivocations listed."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from aiohttp import ClientSession, CookieJar
-from livenode import start_node
+from aiohttp import ClientSession, CookieJar, web
+from livenode import LiveNode, start_node
 from yarl import URL
 
 from federation import store as fed_store
 from node.web import WEB_KEY
-from node.web.audit_page import audit_rows
+from node.web.audit_page import Checked, check_more
 from node.web.session import COOKIE
 from protocol import chain
 from protocol.entries import make_entry
@@ -51,36 +52,72 @@ def fork(entries: list[dict[str, Any]]) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def test_a_sound_chain_is_verified_newest_first() -> None:
+def test_a_sound_chain_is_verified() -> None:
     entries = build(4)
-    rows, findings = audit_rows(entries)
-    assert findings == []
-    assert [r.seq for r in rows] == [3, 2, 1, 0]
-    assert {r.status for r in rows} == {"verified"}
-    assert rows[-1].type == "Genesis"
-    assert rows[0].digest == chain.entry_digest(entries[3])
+    done = check_more(Checked(), entries)
+    assert done.broken is None
+    assert [r.seq for r in done.rows] == [0, 1, 2, 3]
+    assert {r.status for r in done.rows} == {"verified"}
+    assert done.rows[0].type == "Genesis"
+    assert done.rows[3].digest == chain.entry_digest(entries[3])
+
+
+def test_checking_in_steps_equals_checking_at_once() -> None:
+    entries = build(6)
+    stepwise = check_more(check_more(check_more(Checked(), entries[:1]), entries[1:4]), entries[4:])
+    assert stepwise == check_more(Checked(), entries)
 
 
 def test_a_tampered_entry_and_everything_after_it_are_not_verified() -> None:
     entries = build(4)
     entries[2] = copy.deepcopy(entries[2])
     entries[2]["member"] = "m-forged"  # one changed field: the proof no longer holds
-    rows, findings = audit_rows(entries)
-    status = {r.seq: r.status for r in rows}
+    done = check_more(Checked(), entries)
+    status = {r.seq: r.status for r in done.rows}
     assert status == {0: "verified", 1: "verified", 2: "not verified", 3: "not verified"}
-    why = next(r.why for r in rows if r.seq == 2)
-    assert "seq 2" in why and ACTOR in why
-    assert len(findings) == 1
+    assert done.broken is not None and "seq 2" in done.broken and ACTOR in done.broken
+    assert "follows an entry that failed" in done.rows[3].why
 
 
-def test_two_entries_with_one_seq_are_flagged_as_equivocation() -> None:
+def test_an_entry_signed_twice_for_one_seq_breaks_the_link() -> None:
     entries = build(3)
-    other = fork(entries)
-    rows, findings = audit_rows([*entries, other])
-    flagged = [r for r in rows if r.status == "equivocation"]
-    assert [r.seq for r in flagged] == [2, 2]
-    assert "2 different entries claim seq 2" in flagged[0].why
-    assert any("equivocation" in f or "claim seq 2" in f for f in findings)
+    done = check_more(Checked(), [*entries, fork(entries)])
+    assert [r.status for r in done.rows] == ["verified"] * 3 + ["not verified"]
+    assert done.broken is not None and "seq 2" in done.broken
+
+
+async def test_the_page_rechecks_when_a_checked_entry_changes_on_disk(tmp_path: Path) -> None:
+    live, runner = await start_node(tmp_path / "node")
+    try:
+        await live.services.members.add("Ada", "member")
+        first = await get_audit(runner, live)
+        assert "All 2 entries verified" in first
+        # Someone edits entry 1 in the database file behind the node's back.
+        db = sqlite3.connect(live.services.config.database_path)
+        try:
+            blob = db.execute("SELECT entry FROM chain_entries WHERE seq = 1").fetchone()[0]
+            forged = msgspec.json.decode(blob)
+            forged["role"] = "admin"
+            db.execute(
+                "UPDATE chain_entries SET entry = ? WHERE seq = 1", (msgspec.json.encode(forged),)
+            )
+            db.commit()
+        finally:
+            db.close()
+        second = await get_audit(runner, live)
+        assert "Problems found" in second and "seq 1" in second
+        assert second.count('class="badge not-verified"') == 1
+    finally:
+        await runner.cleanup()
+
+
+async def get_audit(runner: web.AppRunner, live: LiveNode) -> str:
+    cookie = runner.app[WEB_KEY].codec.issue(None, time.time())
+    jar = CookieJar(unsafe=True)
+    jar.update_cookies({COOKIE: cookie}, URL(live.url))
+    async with ClientSession(cookie_jar=jar) as session, session.get(live.at("/audit")) as r:
+        assert r.status == 200
+        return await r.text()
 
 
 async def test_the_page_lists_other_nodes_caught_equivocating(tmp_path: Path) -> None:
@@ -119,11 +156,7 @@ async def test_the_page_lists_other_nodes_caught_equivocating(tmp_path: Path) ->
         finally:
             conn.close()
         assert [o.equivocation for o in outcomes] == [False, True]
-        cookie = runner.app[WEB_KEY].codec.issue(None, time.time())
-        jar = CookieJar(unsafe=True)
-        jar.update_cookies({COOKIE: cookie}, URL(live.url))
-        async with ClientSession(cookie_jar=jar) as session, session.get(live.at("/audit")) as r:
-            html = await r.text()
+        html = await get_audit(runner, live)
         caught = html[html.index('id="caught"') :]
         assert ACTOR in caught and "at seq 2: 2 different entries" in caught
         assert chain.entry_digest(entries[2]) in caught and chain.entry_digest(other) in caught
