@@ -85,6 +85,7 @@ class Metrics:
 
 
 METRICS_KEY = web.AppKey("convene_metrics", Metrics)
+_CONFIG = web.AppKey("convene_ops_config", NodeConfig)
 
 
 # (name, help, label name, label values, SQL giving (label value, number) rows)
@@ -129,7 +130,7 @@ def render_metrics(metrics: Metrics, gauges: list[Family]) -> str:
         (
             "convene_verification_failures_total",
             "counter",
-            "Inbox deliveries refused by verification, by error code",
+            "Inbox deliveries refused (signature, key, proof, replay, size), by error code",
             refused,
         ),
         *gauges,
@@ -213,7 +214,7 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
         metrics.requests[500] += 1
         raise
     metrics.requests[response.status] += 1
-    if request.path == _INBOX_PATH and response.status in (400, 401, 403, 422):
+    if request.path == _INBOX_PATH and 400 <= response.status < 500:
         metrics.inbox_rejected[_error_code(response)] += 1
     return response
 
@@ -258,9 +259,6 @@ async def forwarded(request: web.Request, handler: Handler) -> web.StreamRespons
 def _bad(detail: str) -> web.Response:
     # Outside the API's error middleware, so answer in its JSON shape here.
     return web.json_response({"error": BadRequest.code, "detail": detail}, status=400)
-
-
-_CONFIG = web.AppKey("convene_ops_config", NodeConfig)
 
 
 def setup(app: web.Application, config: NodeConfig) -> None:
