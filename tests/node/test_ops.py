@@ -109,6 +109,8 @@ async def test_healthz_is_200_and_503_when_the_database_is_unreachable(tmp_path:
         answer = json.loads(body)
         assert answer["status"] == "unavailable"
         assert "unreachable" in answer["database"] and "convene.sqlite3" in answer["database"]
+        status, text = await get(http, f"{url}/metrics")
+        assert status == 503 and "database unreachable" in text
         (tmp_path / "moved.sqlite3").rename(db)
         assert (await get(http, f"{url}/healthz"))[0] == 200
 
