@@ -192,7 +192,8 @@ async def metrics_page(request: web.Request) -> web.Response:
     try:
         gauges = await _on_reader(request.app, _read_gauges)
     except (sqlite3.Error, OSError, TimeoutError) as exc:
-        raise web.HTTPServiceUnavailable(text=f"database unreachable: {exc}\n") from exc
+        detail = f"database unreachable: {exc}"
+        return web.json_response({"error": "unavailable", "detail": detail}, status=503)
     text = render_metrics(request.app[METRICS_KEY], gauges)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
