@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from federation.errors import SignatureError
+from federation.structured_fields import Item, parse_signature_dictionaries, serialize_inner_list
 
 __all__ = [
     "MAX_SIGNATURE_HEADER",
@@ -190,7 +191,7 @@ def sign_request_rfc9421(
         components.append("content-digest")
         values.append(out["Content-Digest"])
     alg = "rsa-v1_5-sha256" if isinstance(private_key, rsa.RSAPrivateKey) else "ed25519"
-    params: list[tuple[str, _SfItem]] = [
+    params: list[tuple[str, Item]] = [
         ("created", int(now.timestamp())),
         ("keyid", key_id),
         ("alg", alg),
@@ -508,153 +509,3 @@ def verify_request(
         raise _fail(
             "bad_signature", f"signature by {parsed.key_id} does not verify ({parsed.scheme})"
         ) from err
-
-
-# --- RFC 8941 structured fields: just what RFC 9421's two headers need -------------
-
-
-class _Token(str):
-    """An sf-token (serialized bare), as opposed to an sf-string (quoted)."""
-
-
-_SfItem = str | int | bool | bytes
-_TOKEN = re.compile(r"[A-Za-z*][A-Za-z0-9:/!#$%&'*+\-.^_`|~]*")
-_KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
-_INT = re.compile(r"-?[0-9]{1,15}")
-_BYTES = re.compile(r":([A-Za-z0-9+/=]*):")
-
-
-class _SfParser:
-    def __init__(self, text: str) -> None:
-        self.text, self.pos = text, 0
-
-    def _match(self, pattern: re.Pattern[str]) -> re.Match[str]:
-        m = pattern.match(self.text, self.pos)
-        if m is None:
-            raise ValueError(f"unexpected {self.text[self.pos : self.pos + 20]!r}")
-        self.pos = m.end()
-        return m
-
-    def _peek(self) -> str:
-        return self.text[self.pos : self.pos + 1]
-
-    def _skip(self, chars: str) -> None:
-        while self._peek() and self._peek() in chars:
-            self.pos += 1
-
-    def bare_item(self) -> _SfItem:
-        c = self._peek()
-        if c == '"':
-            out: list[str] = []
-            self.pos += 1
-            while True:
-                ch = self._peek()
-                self.pos += 1
-                if ch == "\\":
-                    ch = self._peek()
-                    if ch not in ('"', "\\"):
-                        raise ValueError("bad escape in string")
-                    self.pos += 1
-                elif ch == '"':
-                    return "".join(out)
-                elif not ch or not " " <= ch <= "~":
-                    raise ValueError("unterminated or non-ASCII string")
-                out.append(ch)
-        if c == ":":
-            return base64.b64decode(self._match(_BYTES).group(1), validate=True)
-        if c == "?":
-            return self._match(re.compile(r"\?([01])")).group(1) == "1"
-        if c == "-" or c.isdigit():
-            return int(self._match(_INT).group(0))
-        return _Token(self._match(_TOKEN).group(0))
-
-    def params(self) -> dict[str, _SfItem]:
-        out: dict[str, _SfItem] = {}
-        while self._peek() == ";":
-            self.pos += 1
-            self._skip(" ")
-            key = self._match(_KEY).group(0)
-            value: _SfItem = True
-            if self._peek() == "=":
-                self.pos += 1
-                value = self.bare_item()
-            if key in out:
-                raise ValueError(f"parameter {key!r} given twice")
-            out[key] = value
-        return out
-
-    def dictionary(self) -> dict[str, tuple[_SfItem | list[str], dict[str, _SfItem]]]:
-        out: dict[str, tuple[_SfItem | list[str], dict[str, _SfItem]]] = {}
-        self._skip(" ")
-        while self.pos < len(self.text):
-            key = self._match(_KEY).group(0)
-            if key in out:
-                raise ValueError(f"label {key!r} given twice")
-            if self._peek() != "=":
-                raise ValueError(f"member {key!r} has no value")
-            self.pos += 1
-            value: _SfItem | list[str]
-            if self._peek() == "(":
-                self.pos += 1
-                value = []
-                while True:
-                    self._skip(" ")
-                    if self._peek() == ")":
-                        self.pos += 1
-                        break
-                    item = self.bare_item()
-                    if not isinstance(item, str) or isinstance(item, _Token):
-                        raise ValueError("a covered component must be a string")
-                    if self._peek() == ";":
-                        raise ValueError(f"component parameters on {item!r} are not supported")
-                    value.append(item)
-                    if self._peek() not in (" ", ")"):
-                        raise ValueError("inner list items must be separated by spaces")
-            else:
-                value = self.bare_item()
-            out[key] = (value, self.params())
-            self._skip(" \t")
-            if self.pos < len(self.text):
-                if self._peek() != ",":
-                    raise ValueError(f"expected ',' at {self.text[self.pos : self.pos + 20]!r}")
-                self.pos += 1
-                self._skip(" \t")
-                if self.pos == len(self.text):
-                    raise ValueError("trailing comma")
-        return out
-
-
-def parse_signature_dictionaries(
-    signature_input: str, signature: str
-) -> tuple[dict[str, tuple[list[str], dict[str, _SfItem]]], dict[str, bytes]]:
-    """Parse RFC 9421 ``Signature-Input`` and ``Signature``; ValueError when malformed."""
-    inputs: dict[str, tuple[list[str], dict[str, _SfItem]]] = {}
-    for label, (value, params) in _SfParser(signature_input.strip()).dictionary().items():
-        if not isinstance(value, list):
-            raise ValueError(f"Signature-Input member {label!r} is not an inner list")
-        inputs[label] = (value, params)
-    signatures: dict[str, bytes] = {}
-    for label, (item, _) in _SfParser(signature.strip()).dictionary().items():
-        if not isinstance(item, bytes):
-            raise ValueError(f"Signature member {label!r} is not a byte sequence")
-        signatures[label] = item
-    return inputs, signatures
-
-
-def _sf_serialize(item: _SfItem) -> str:
-    if isinstance(item, bool):
-        return "?1" if item else "?0"
-    if isinstance(item, int):
-        return str(item)
-    if isinstance(item, bytes):
-        return ":" + base64.b64encode(item).decode("ascii") + ":"
-    if isinstance(item, _Token):
-        return str(item)
-    return '"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def serialize_inner_list(components: list[str], params: list[tuple[str, _SfItem]]) -> str:
-    """The ``@signature-params`` value: the inner list with its parameters (RFC 8941 §4.1)."""
-    inner = " ".join(_sf_serialize(c) for c in components)
-    tail = "".join(f";{k}" if v is True else f";{k}={_sf_serialize(v)}" for k, v in params)
-    return f"({inner}){tail}"
