@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,15 +24,13 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from node.api import SERVICES_KEY  # noqa: E402
-from node.app import create_app  # noqa: E402
-from node.bootstrap import init_node  # noqa: E402
-from node.config import load_config  # noqa: E402
-from node.proposal_forms import NewProposal  # noqa: E402
-from node.web import WEB_KEY  # noqa: E402
-from node.web.session import COOKIE  # noqa: E402
+from node.api import SERVICES_KEY
+from node.app import create_app
+from node.bootstrap import init_node
+from node.config import load_config
+from node.proposal_forms import NewProposal
+from node.web import WEB_KEY
+from node.web.session import COOKIE
 
 MEMBERS = 1000
 PROPOSALS = 200
