@@ -31,7 +31,7 @@ from federation.client import FederationClient
 from federation.crawl import crawl, fetch_chain
 from federation.documents import actor_document
 from federation.errors import FederationError
-from node import chain_store
+from node import chain_store, regional_store
 from node.clock import rfc3339, system_clock
 from node.config import load_config
 from node.errors import NodeError
@@ -326,11 +326,26 @@ async def bundle_records(services: NodeServices) -> list[Body]:
     records += [
         EntryRecord(entry=msgspec.json.decode(blob)) for blob in await chain_store.entries(db)
     ]
+    received: list[dict[str, Any]] = []
     if await _has_table(db, "fed_entry"):
         for row in await db.fetchall(_RECEIVED_ENTRIES_SQL):
-            entry = msgspec.json.decode(bytes(row["body"]))
-            if isinstance(entry, dict) and entry.get("actor") != me:
-                records.append(EntryRecord(entry=entry))
+            received.append(msgspec.json.decode(bytes(row["body"])))
+    if await _has_table(db, "regional_questions"):
+        # the regional proposals, tallies and decisions this node verified and holds
+        for question in await regional_store.questions(db):
+            received.append(question.entry)
+            for held in await regional_store.tallies(db, question.object_id):
+                received.append(held.entry)
+            for held in await regional_store.decisions(db, question.object_id):
+                received.append(held.entry)
+    seen: set[str | None] = set()
+    for entry in received:
+        if not isinstance(entry, dict) or entry.get("actor") == me:
+            continue
+        digest = entry_digest_or_none(entry)
+        if digest not in seen:  # held both as an activity and as a regional entry
+            seen.add(digest)
+            records.append(EntryRecord(entry=entry))
     for row in await db.fetchall(_COUNTED_BALLOTS_SQL):
         secret = bool(msgspec.json.decode(row["spec"]).get("secret", False))
         if secret or row["nonce"] is None:

@@ -506,3 +506,53 @@ def test_export_without_a_node_exits_1_saying_why(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1 and "convene init" in result.stderr
     assert not (tmp_path / "b.jsonl").exists()
+
+
+# --- a real regional vote: one chapter's own export, and a crawl from the region ----------
+
+
+async def test_a_regional_vote_audits_from_one_chapters_export_and_by_url(
+    tmp_path: Path,
+) -> None:
+    from node.audit_command import export_bundle
+    from node.demo import Cluster
+
+    async with Cluster(tmp_path, ["Oak", "Elm"], grace_s=3) as cluster:
+        await cluster.create(members_per_chapter=2)
+        await cluster.start()
+        await cluster.join()
+        proposal = await cluster.propose(
+            4, title="Regional", body="?", method="consent", rule="pooled"
+        )
+        oak, elm = cluster.chapters
+        receipts, local = {}, {}
+        for ch, picks in ((oak, ["agree", "agree"]), (elm, ["agree", "disagree"])):
+            local[ch.name] = await cluster.adopted(ch, proposal["object_id"])
+            ballots = [{"choice": c} for c in picks]
+            receipts[ch.name] = await cluster.vote(ch, local[ch.name], ballots)
+        await cluster.settled(cluster.region, proposal["id"])
+        for ch in cluster.chapters:
+            await cluster.settled(ch, local[ch.name])
+
+        # Oak's own export: it holds the region's and Elm's entries only in part, so the
+        # export completes their chains from their outboxes.
+        bundle = tmp_path / "oak.jsonl"
+        _, warnings = await export_bundle(oak.data, bundle, allow_private_network=True)
+        assert warnings == []
+        report = run_audit(read_bundle_file(bundle), receipt=receipts["Oak"][1], jobs=1)
+        assert report.findings == ()
+        assert report.verified.decisions == 1 and report.verified.tallies == 2
+        assert report.recounted == 1  # Oak's own tally; Elm's ballots are Elm's to disclose
+        assert report.receipt is not None and report.receipt.included
+
+        # the same from the region's URL, the way an outsider would
+        region_url = cluster.region.url
+
+        async def crawl_region() -> list[Body]:
+            async with FederationClient(signer=None, allow_private_network=True) as client:
+                return (await crawl(region_url, client))[1]
+
+        crawled = audit_bundle(await crawl_region())
+        assert crawled.findings == ()
+        assert crawled.verified.actors == 3 and crawled.verified.decisions == 1
+        assert crawled.verified.tallies == 2
