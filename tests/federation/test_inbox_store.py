@@ -1,0 +1,104 @@
+"""Properties of the inbox's storage (federation/store.py) over any arrival order."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from federation import store
+from federation.store import EntryRecord, IncomingRecord
+
+ACTORS = ["https://a.test/actor", "https://b.test/actor"]
+
+# An arrival: (activity number, content variant, entry actor index, entry seq, entry variant)
+arrivals = st.lists(
+    st.tuples(
+        st.integers(0, 5),
+        st.integers(0, 1),
+        st.integers(0, 1),
+        st.integers(0, 2),
+        st.integers(0, 2),
+    ),
+    max_size=30,
+)
+
+
+def record(n: int, variant: int, actor: int, seq: int, entry_variant: int) -> IncomingRecord:
+    # An activity's content decides its entry, so one id never carries two entries.
+    entry_variant = (entry_variant + variant) % 3
+    return IncomingRecord(
+        activity_id=f"https://a.test/activities/{n}",
+        body_digest=f"{n}-{variant}",
+        actor=ACTORS[0],
+        type="Create",
+        body=f"{n}-{variant}".encode(),
+        state=store.RECEIVED,
+        entry=EntryRecord(ACTORS[actor], seq, f"d{entry_variant}", b"{}"),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrivals, st.integers(1, 7))
+def test_dedupe_and_equivocation_follow_from_the_arrivals(
+    xs: list[tuple[int, int, int, int, int]], batch: int
+) -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(store.SCHEMA)
+    records = [record(*x) for x in xs]
+    outcomes: list[store.StoreOutcome] = []
+    for i in range(0, len(records), batch):
+        outcomes += store.store_incoming(conn, records[i : i + batch], 1.0)
+
+    first: dict[str, IncomingRecord] = {}
+    kept: list[IncomingRecord] = []
+    for rec, out in zip(records, outcomes, strict=True):
+        if rec.activity_id not in first:
+            first[rec.activity_id] = rec
+            kept.append(rec)
+            assert out.status == "new"
+        elif first[rec.activity_id].body_digest == rec.body_digest:
+            assert out.status == "duplicate"
+        else:
+            assert out.status == "conflict"
+            assert out.stored_body == first[rec.activity_id].body
+    rows = conn.execute("SELECT activity_id, body FROM fed_incoming").fetchall()
+    assert sorted(rows) == sorted((r.activity_id, r.body) for r in kept)
+
+    digests: dict[tuple[str, int], set[str]] = {}
+    for rec in kept:
+        assert rec.entry is not None
+        digests.setdefault((rec.entry.actor, rec.entry.seq), set()).add(rec.entry.digest)
+    marked = set(conn.execute("SELECT actor, seq FROM fed_equivocation").fetchall())
+    assert marked == {k for k, v in digests.items() if len(v) > 1}
+    held = conn.execute("SELECT actor, seq, digest FROM fed_entry").fetchall()
+    assert sorted(held) == sorted((a, s, d) for (a, s), ds in digests.items() for d in ds)
+
+
+def test_the_evidence_query_returns_both_entries(tmp_path: Path) -> None:
+    db = tmp_path / "node.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(store.SCHEMA)
+    one = record(1, 0, 1, 2, 0)
+    two = record(2, 0, 1, 2, 1)
+    outs = store.store_incoming(conn, [one, two], 5.0)
+    assert [o.equivocation for o in outs] == [False, True]
+    conn.close()
+
+    async def query() -> tuple[list[store.Equivocation], bool, bool]:
+        async with aiosqlite.connect(db) as c:
+            return (
+                await store.equivocations(c, ACTORS[1]),
+                await store.is_equivocating(c, ACTORS[1]),
+                await store.is_equivocating(c, ACTORS[0]),
+            )
+
+    found, marked, other = asyncio.run(query())
+    assert marked and not other
+    assert [(q.actor, q.seq, q.detected_at, len(q.entries)) for q in found] == [
+        (ACTORS[1], 2, 5.0, 2)
+    ]
