@@ -324,6 +324,9 @@ class Inbox:
                     raise
 
     async def _verify_entry(self, obj: object) -> EntryRecord | None:
+        if isinstance(obj, list) and any(isinstance(o, dict) and "seq" in o for o in obj):
+            # Handlers see one verified entry per activity, never a list to re-check.
+            raise InboxError("an activity carries at most one chain entry", code="malformed")
         if not isinstance(obj, dict) or "seq" not in obj:
             return None
         env = entries.read_envelope(obj)  # strict §5 envelope; ChainError names actor, seq

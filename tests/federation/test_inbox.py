@@ -375,6 +375,13 @@ async def test_malformed_json(node: Node, body: bytes) -> None:
     assert (status, code) == (400, "malformed")
 
 
+async def test_entries_in_a_list_are_refused(node: Node) -> None:
+    body = enc(create(1, [entry(0), entry(1)]))
+    status, code, detail = await refused(node, body, signed(node.url, body))
+    assert (status, code) == (400, "malformed")
+    assert "at most one chain entry" in detail
+
+
 async def test_missing_fields_and_foreign_ids(node: Node) -> None:
     body = enc({"id": "https://chapter.test/a/1", "type": "Create"})
     assert (await refused(node, body, signed(node.url, body)))[:2] == (400, "malformed")
