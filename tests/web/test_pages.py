@@ -119,6 +119,8 @@ async def test_invite_vote_every_method_change_check_and_results(
 
     # Maya logs in with the link, sets a passphrase, logs out, logs in with it.
     maya = await mem_ctx.new_page()
+    console_errors: list[str] = []  # e.g. a Content-Security-Policy violation
+    maya.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     await use_link(maya, link)
     await maya.get_by_role("button", name="Log out Maya").click()
     await maya.wait_for_url(re.compile(r"/login$"))
@@ -254,6 +256,9 @@ async def test_invite_vote_every_method_change_check_and_results(
     types = await maya.locator("table.audit tbody td:nth-child(2)").all_inner_texts()
     assert {"Tally", "Question", "RosterChange"} <= set(types)
     assert await maya.locator(".badge.not-verified").count() == 0
+
+    # Error pages (the superseded receipt's 404) log their status; nothing else may.
+    assert [e for e in console_errors if "status of 40" not in e] == []
 
     # The session cookie is HttpOnly and SameSite=Lax.
     cookies = {c["name"]: c for c in await mem_ctx.cookies()}

@@ -45,6 +45,9 @@ async def test_http_node_cookie_is_not_secure_and_pages_are_not_cached(tmp_path:
         answer = await client.get("/login")
         assert answer.cookies[COOKIE]["secure"] == ""
         assert answer.headers["Cache-Control"] == "no-store"
+        assert "script-src 'self';" in answer.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
         assert '<html lang="en">' in await answer.text()
     finally:
         await client.close()
