@@ -166,7 +166,7 @@ def audit_bundle(
         if entry["seq"] in valid_entries[entry["actor"]]
     }
 
-    specs, proposals_ok = _check_proposals(b, findings)
+    specs = _check_proposals(b, findings)
     tally_jobs, tallies = _tally_jobs(b, specs, findings)
     recounted = 0
     tallies_ok = 0
@@ -205,7 +205,7 @@ def audit_bundle(
     verified = Tallied(
         actors=actors_ok,
         entries=len(valid),
-        proposals=sum(1 for p in proposals_ok if p in valid),
+        proposals=sum(1 for p in specs if p in valid),
         tallies=tallies_ok,
         decisions=sum(1 for d in decisions_ok if d in valid),
         ballots=ballots_ok,
@@ -301,7 +301,10 @@ class _Sorted:
                 self.by_id[str(entry.get("id"))] = entry
 
     def classify(self) -> None:
-        for entry_id, entry in self.by_id.items():
+        # in chain order, so that which of two tallies is "the second" does not depend
+        # on the order of the bundle's lines
+        ordered = sorted(self.by_id.items(), key=lambda kv: (kv[1]["actor"], kv[1]["seq"]))
+        for entry_id, entry in ordered:
             kind = entry.get("type")
             if kind == "Question":
                 self.questions[entry_id] = entry
@@ -363,16 +366,15 @@ def _check_actors(
     return ok
 
 
-def _check_proposals(
-    b: _Sorted, findings: list[Finding]
-) -> tuple[dict[str, tuple[ProposalSpec, str]], list[str]]:
+def _check_proposals(b: _Sorted, findings: list[Finding]) -> dict[str, tuple[ProposalSpec, str]]:
+    """Each valid proposal's spec and digest, by its entry id."""
     specs: dict[str, tuple[ProposalSpec, str]] = {}
     for entry_id, entry in b.questions.items():
         try:
             specs[entry_id] = (parse_spec(entry), entry_digest(entry))
         except ProtocolError as exc:
             findings.append(_finding(exc, entry, "bad_proposal"))
-    return specs, list(specs)
+    return specs
 
 
 def _finding(exc: ProtocolError, entry: Mapping[str, Any], what: str | None = None) -> Finding:

@@ -550,6 +550,7 @@ def test_a_second_tally_of_one_proposal_by_one_chapter(world: dict[str, Any]) ->
     assert (CH_B, again["seq"], "duplicate_tally") in {
         (f.actor, f.seq, f.what) for f in report.findings
     }
+    assert audit(list(reversed(recs))).findings == report.findings
 
 
 def test_a_decision_is_not_verified_from_a_forged_tally(world: dict[str, Any]) -> None:
