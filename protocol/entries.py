@@ -92,6 +92,11 @@ class _KeyCarrier(msgspec.Struct, frozen=True):
     assertionKey: MultikeyDoc
 
 
+class _GenesisBody(_KeyCarrier, frozen=True):
+    name: NonEmpty
+    kind: Literal["chapter", "region"]
+
+
 def key_id(actor: str, seq: int) -> str:
     """The id of the key introduced by the entry at ``seq`` (§5): ``{actor}#ed25519-{seq}``."""
     return f"{actor}#ed25519-{seq}"
@@ -131,13 +136,15 @@ def read_envelope(entry: Mapping[str, Any]) -> Envelope:
 
 
 def read_new_key(entry: Mapping[str, Any], env: Envelope) -> tuple[str, VerifyKey]:
-    """The key a Genesis or KeyRotation entry introduces, as (key id, key)."""
+    """The key a Genesis or KeyRotation entry introduces, as (key id, key); for a Genesis
+    also checks its ``name`` and ``kind``."""
     code = "bad_genesis" if env.type == GENESIS else "malformed"
+    shape: type[_KeyCarrier] = _GenesisBody if env.type == GENESIS else _KeyCarrier
     try:
-        doc = msgspec.convert(entry, _KeyCarrier, strict=True).assertionKey
+        doc = msgspec.convert(entry, shape, strict=True).assertionKey
     except msgspec.ValidationError as exc:
         raise ChainError(
-            f"bad assertionKey: {exc}", actor=env.actor, seq=env.seq, code=code
+            f"bad {env.type} body: {exc}", actor=env.actor, seq=env.seq, code=code
         ) from None
     want = key_id(env.actor, env.seq)
     if doc.id != want or doc.controller != env.actor:

@@ -284,6 +284,12 @@ def test_bad_genesis() -> None:
     assert _code(chain.entries) == "bad_genesis"
     with pytest.raises(ChainError, match="empty"):
         verify_chain([])
+    for change in ({"kind": "club"}, {"name": ""}, {"name": None}):
+        body = {k: v for k, v in g.items() if k != "proof"} | change
+        signed = create_proof(body, K0, verification_method=key_id(A, 0), created=T0)
+        with pytest.raises(ChainError, match="bad Genesis body") as info:
+            verify_chain([signed])
+        assert info.value.code == "bad_genesis"
 
 
 @pytest.mark.parametrize(
