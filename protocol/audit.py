@@ -181,8 +181,12 @@ def audit_bundle(
             ballots_ok += part.ballots_ok
             receipts_ok += part.receipts_ok
     # a decision is recomputed from the tallies whose signatures and chains verified
-    signed_ids = {(j.tally.chapter, j.tally.proposal) for j in tally_jobs if j.entry_id in valid}
-    signed = {key: value for key, value in tallies.items() if key in signed_ids}
+    counted = {
+        (j.tally.chapter, j.tally.proposal)
+        for j in tally_jobs
+        if j.entry_id in valid and _on_time(b.questions[j.tally.proposal], valid[j.entry_id])
+    }
+    signed = {key: value for key, value in tallies.items() if key in counted}
     decisions_ok = _check_decisions(b, specs, signed, findings)
 
     receipt_check = None
@@ -616,6 +620,17 @@ def _show(value: object) -> str:
 
 
 # --- decisions and receipts -------------------------------------------------------------------
+
+
+def _on_time(question: Mapping[str, Any], tally: Mapping[str, Any]) -> bool:
+    """A tally counts in a regional decision only if it was published by the signed
+    proposal's ``tallies_due`` (the rule the nodes apply in node/regional.py; both
+    times are signed, so every node and the auditor judge it alike). Both are RFC 3339
+    UTC with whole seconds (protocol.md §1), a form that sorts as text."""
+    due, published = question.get("tallies_due"), tally.get("published")
+    if not isinstance(due, str) or not isinstance(published, str):
+        return True
+    return published <= due
 
 
 def _check_decisions(

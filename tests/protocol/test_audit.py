@@ -59,7 +59,7 @@ class Chain:
     def head(self) -> str:
         return entry_digest(self.entries[-1])
 
-    def append(self, body: dict[str, Any]) -> dict[str, Any]:
+    def append(self, body: dict[str, Any], published: str = T0) -> dict[str, Any]:
         entry = make_entry(
             body,
             actor=self.actor,
@@ -67,7 +67,7 @@ class Chain:
             prev=self.head,
             key=self.key,
             key_id=self.kid,
-            published=T0,
+            published=published,
         )
         self.entries.append(entry)
         return entry
@@ -626,3 +626,35 @@ def test_an_unsigned_copy_cannot_frame_an_actor_as_equivocating(world: dict[str,
     assert "forgery" in report.findings[0].why
     # the genuine tally, not the forged one, was recounted and fed the decision
     assert report.verified.tallies == 3 and report.verified.decisions == 1
+
+
+def test_a_late_tally_does_not_count_in_the_decision() -> None:
+    """The proposal says when tallies are due; one published after it is left out."""
+    region, a, b = Chain(REGION, "region"), Chain(CH_A, "chapter"), Chain(CH_B, "chapter")
+    for ch, member in ((a, "a1"), (b, "b1")):
+        ch.append(roster_change_body("add", member, "member"))
+    spec = ProposalSpec(method="consent", scope="regional", chapters=(CH_A, CH_B))
+    fields = {"type": "Question", "name": "Q", "tallies_due": "2026-11-26T14:10:00Z"}
+    question = region.append({**fields, **spec_fields(spec)})
+    tally_a, recs_a = cast(a, question, spec, {"a1": {"choice": "agree"}})
+    _, recs_b = cast(b, question, spec, {"b1": {"choice": "disagree"}})
+    late = b.entries.pop()  # re-sign B's tally as published after the due time
+    envelope = ("@context", "id", "actor", "seq", "prev", "published", "proof")
+    tally_b = b.append({k: v for k, v in late.items() if k not in envelope}, "2026-11-26T14:20:00Z")
+
+    def bundle_with(tallies: list[dict[str, Any]]) -> list[Body]:
+        decision = aggregate(
+            spec,
+            [(entry_digest(t), _tally(t)) for t in tallies],
+            proposal=question["id"],
+            proposal_digest=entry_digest(question),
+        )
+        r = copy.deepcopy(region)
+        r.append({"type": "Decision", **decision_body(decision)})
+        records: list[Body] = [EntryRecord(entry=e) for c in (r, a, b) for e in c.entries]
+        return records + recs_a + recs_b
+
+    on_time_only = audit(bundle_with([tally_a]))
+    assert on_time_only.findings == () and on_time_only.verified.decisions == 1
+    counting_late = audit(bundle_with([tally_a, tally_b]))
+    assert [f.what for f in counting_late.findings] == ["decision_mismatch"]
