@@ -19,7 +19,7 @@ from node.identity import KEY_DIR
 from node.web.audit_page import add_audit_routes
 from node.web.member_pages import add_member_routes
 from node.web.organizer_pages import add_organizer_routes
-from node.web.page import WEB_KEY, WebState, friendly_time, html_errors
+from node.web.page import WEB_KEY, WebState, friendly_time, html_errors, paragraphs
 from node.web.region_page import add_region_routes
 from node.web.session import SessionCodec, load_or_create_secret
 
@@ -46,6 +46,7 @@ def setup_web(app: web.Application) -> None:
         lstrip_blocks=True,
     )
     env.filters["when"] = friendly_time
+    env.filters["paragraphs"] = paragraphs
     add_member_routes(app)
     add_organizer_routes(app)
     add_audit_routes(app)

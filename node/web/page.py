@@ -11,6 +11,7 @@ visit changed it. Handlers stay thin: read the form, call one service, render.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -225,6 +226,14 @@ def time_left(closes_at: str | None, now: float) -> str:
     else:
         parts = [unit(minutes, "minute")]
     return " ".join(parts) + " left"
+
+
+_BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
+
+
+def paragraphs(text: str) -> list[str]:
+    """Plain text split at blank lines (browsers send CRLF), empty parts dropped."""
+    return [part.strip() for part in _BLANK_LINE.split(text) if part.strip()]
 
 
 def friendly_time(text: str | None) -> str:

@@ -11,7 +11,7 @@ from multidict import MultiDict
 
 from node.errors import BadRequest
 from node.web.ballot_form import ballot_from_form
-from node.web.page import time_left
+from node.web.page import paragraphs, time_left
 
 OPTIONS = ("Rent", "Transit", "Parks")
 
@@ -67,3 +67,12 @@ def test_time_left(seconds: int, text: str) -> None:
     closes_ts = datetime(2027, 1, 15, 8, 0, tzinfo=UTC).timestamp()
     assert time_left("2027-01-15T08:00:00Z", closes_ts - seconds) == text
     assert time_left(None, closes_ts) == "no close time set"
+
+
+def test_paragraphs_split_at_blank_lines_whatever_the_line_ends() -> None:
+    assert paragraphs("One\r\n\r\nTwo\n  \nThree\nstill three\n\n\n") == [
+        "One",
+        "Two",
+        "Three\nstill three",
+    ]
+    assert paragraphs("   ") == []

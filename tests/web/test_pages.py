@@ -139,6 +139,8 @@ async def test_invite_vote_every_method_change_check_and_results(
     # Consent: block first, then change the vote to agree; only the last one counts.
     await maya.goto(node.at(f"/proposals/{consent}"))
     assert "A block is a veto" in await maya.inner_text("main")
+    texts = await maya.locator("div.body p").all_inner_texts()
+    assert texts == ["Should we decide Community garden?", "Second paragraph."]
     await maya.check("#c-block")
     await maya.get_by_role("button", name="Send my vote").click()
     blocked_receipt = await receipt_of(maya)
