@@ -15,9 +15,9 @@ from typing import Any
 
 import msgspec
 
-from node import chain_store
+from node import chain_store, identity_store
 from node.clock import Clock, rfc3339
-from node.identity import NodeIdentity
+from node.identity import IdentityError, NodeIdentity
 from node.storage import Database, Tx
 from protocol import chain
 
@@ -43,6 +43,7 @@ class Ledger:
         # Called inside the appending transaction for every new entry (seq > 0), so a
         # layer that must act on entries (federation queues deliveries) commits with them.
         self.on_append: list[AppendHook] = []
+        self._seen = identity.key_seq  # entries up to here hold no rotation we missed
 
     async def append_in(self, tx: Tx, body: dict[str, Any]) -> Appended:
         """Sign `body` as the next entry and store it in the open transaction `tx`."""
@@ -50,6 +51,16 @@ class Ledger:
         if last is None:
             raise chain_store.ChainStoreError("the chain has no genesis; run `convene init`")
         seq, prev = last[0] + 1, last[1]
+        # Another process (`convene key rotate` on this folder) may have rotated the key
+        # since we loaded it: signing with ours would put a retired key in the chain.
+        if last[0] > self._seen:
+            rotated = await identity_store.latest_rotation_after(tx, self._seen)
+            if rotated is not None and rotated != self._identity.key_seq:
+                raise IdentityError(
+                    f"{self._identity.actor}'s key was rotated at seq {rotated} by another"
+                    " process; restart the node to sign with the new key"
+                )
+            self._seen = last[0]
         published = rfc3339(self._clock())
         built = chain.make_entry(
             body,
