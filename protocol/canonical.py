@@ -2,7 +2,7 @@
 
 Theory of operation. RFC 8785 fixes one byte string per JSON value:
 - §3.2.2.3 numbers are IEEE 754 doubles written as ECMAScript's Number.prototype.toString
-  writes them (shortest round-trip digits, plain notation for exponents 1e-7 < |x| < 1e21);
+  writes them (shortest round-trip digits, plain notation when 1e-6 <= |x| < 1e21);
 - §3.2.2.2 strings escape only `"`, `\\` and U+0000..U+001F (with the short forms \\b \\t \\n
   \\f \\r, else \\u00xx in lowercase hex) and are otherwise raw UTF-8;
 - §3.2.3 object members are sorted by their names as arrays of UTF-16 code units.

@@ -19,6 +19,7 @@ from protocol.canonical import (
     MAX_SAFE_INTEGER,
     canonicalize,
     canonicalize_exact,
+    canonicalize_minus,
     decode_json,
     decode_object,
     digest,
@@ -270,3 +271,35 @@ def test_decode_refuses_bad_input(data: bytes, why: str) -> None:
 def test_decode_object_requires_an_object() -> None:
     with pytest.raises(DecodeError, match="not an object"):
         decode_object(b"[1]", max_bytes=100)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(_keys, _json, max_size=5),
+    st.dictionaries(_keys, _json, max_size=5),
+    st.sampled_from(["proof", "\U0001f600", "a"]),
+    st.sampled_from(["proofValue", "\ufb33", ""]),
+)
+def test_canonicalize_minus_equals_three_canonicalizations(
+    doc: dict[str, Any], part: dict[str, Any], member: str, inner: str
+) -> None:
+    obj = {**doc, member: {**part, inner: "z"}}
+    without = {k: v for k, v in obj.items() if k != member}
+    options = {k: v for k, v in obj[member].items() if k != inner}
+    assert canonicalize_minus(obj, member, inner) == (
+        rfc8785.dumps(obj),
+        rfc8785.dumps(without),
+        rfc8785.dumps(options),
+    )
+
+
+def test_canonicalize_minus_refuses_what_canonicalize_refuses() -> None:
+    with pytest.raises(CanonicalError):
+        canonicalize_minus({"proof": {"v": 1}, "x": math.nan}, "proof", "v")
+    with pytest.raises(CanonicalError):
+        canonicalize_minus({"proof": {"v": "\ud800"}}, "proof", "w")
+    assert canonicalize_minus({"proof": 5, "a": 1}, "proof", "v") == (
+        b'{"a":1,"proof":5}',
+        b'{"a":1}',
+        b"5",
+    )
