@@ -93,6 +93,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "backup": ("node.ops", "backup_command"),
     "restore": ("node.ops", "restore_command"),
     "demo": ("node.demo", "demo_command"),
+    "key": ("node.keys_command", "key_group"),
 }
 
 
@@ -157,9 +158,11 @@ def serve(data: Path, as_json: bool, **options: Any) -> None:
         _first_run(config, as_json)
     from aiohttp import web
 
+    from node import rotation
     from node.app import create_app
 
     app = create_app(config)
+    rotation.setup(app)  # POST /api/keys/rotate; a no-op once create_app does it
     web.run_app(
         app,
         host=config.host,
