@@ -252,7 +252,7 @@ def key_history(entries: Iterable[Mapping[str, Any]]) -> list[tuple[int, str, Ve
     """
     found = []
     for entry in entries:
-        if entry.get("type") not in (GENESIS, KEY_ROTATION):
+        if not isinstance(entry, dict) or entry.get("type") not in (GENESIS, KEY_ROTATION):
             continue
         try:
             env = read_envelope(entry)
