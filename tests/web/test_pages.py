@@ -66,6 +66,7 @@ async def open_proposal(
     method: str,
     options: list[str] | None = None,
     closes_in_s: int | None = None,
+    block_limit: int = 0,
 ) -> str:
     """A proposal opened through the proposals service (the form is tested once, above)."""
     members = await node.services.members.all()
@@ -75,7 +76,9 @@ async def open_proposal(
     closes = None
     if closes_in_s is not None:
         closes = rfc3339(time.time() + closes_in_s)
-    form = NewProposal(title=title, method=method, options=options or [], closes_at=closes)
+    form = NewProposal(
+        title=title, method=method, options=options or [], closes_at=closes, block_limit=block_limit
+    )
     return (await node.services.proposals.create(organizer, form)).id
 
 
@@ -139,6 +142,7 @@ async def test_invite_vote_every_method_change_check_and_results(
     # Consent: block first, then change the vote to agree; only the last one counts.
     await maya.goto(node.at(f"/proposals/{consent}"))
     assert "A block is a veto" in await maya.inner_text("main")
+    assert "This proposal allows no blocks." in await maya.inner_text("#d-block")
     texts = await maya.locator("div.body p").all_inner_texts()
     assert texts == ["Should we decide Community garden?", "Second paragraph."]
     await maya.check("#c-block")
@@ -271,10 +275,11 @@ async def test_invite_vote_every_method_change_check_and_results(
 
 
 async def test_keyboard_only_voting(browser: Browser, node: LiveNode) -> None:
-    proposal = await open_proposal(node, "Keyboard vote", "consent")
+    proposal = await open_proposal(node, "Keyboard vote", "consent", block_limit=2)
     ctx = await browser.new_context()
     page = await member_page(ctx, node, "Kim")
     await page.goto(node.at(f"/proposals/{proposal}"))
+    assert "This proposal allows 2 blocks." in await page.inner_text("#d-block")
 
     async def tab_to(selector: str) -> None:
         for _ in range(40):
