@@ -1,100 +1,35 @@
-"""The web pages in a real Chromium against a real node: the member's and the organizer's
-whole journey, keyboard-only voting, voting without JavaScript, CSRF, friendly errors.
-"""
+"""Member pages in a real Chromium against a real node: the whole journey from an
+invitation to a checked receipt, keyboard-only and script-free voting, CSRF, friendly
+errors, light and labelled pages."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from pathlib import Path
 
 import pytest
-from livenode import LiveNode, shot, start_node
-from playwright.async_api import Browser, BrowserContext, Page
+from livenode import (
+    PASS,
+    LiveNode,
+    chart_texts,
+    close,
+    create,
+    member_page,
+    open_proposal,
+    organizer_page,
+    receipt_of,
+    shot,
+    use_link,
+)
+from playwright.async_api import Browser, BrowserContext
 
-from node.clock import rfc3339
 from node.proposal_forms import NewProposal
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-PASS = "correct horse battery"
+
 STATIC = Path(__file__).resolve().parents[2] / "node" / "web" / "static"
-
-
-async def use_link(page: Page, link: str, passphrase: str | None = PASS) -> None:
-    await page.goto(link)
-    await page.get_by_role("button", name="Log me in").click()
-    await page.wait_for_url(re.compile(r"/account/passphrase\?welcome=1$"))
-    if passphrase is not None:
-        await page.fill("#password", passphrase)
-        await page.fill("#again", passphrase)
-        await page.get_by_role("button", name="Save passphrase").click()
-        await page.get_by_text("Passphrase saved").wait_for()
-
-
-async def organizer_page(context: BrowserContext, node: LiveNode, name: str) -> Page:
-    added = await node.services.members.add(name, "organizer")
-    page = await context.new_page()
-    await use_link(page, added.login_url, passphrase=None)  # Argon2id is slow on purpose
-    return page
-
-
-async def member_page(context: BrowserContext, node: LiveNode, name: str) -> Page:
-    added = await node.services.members.add(name, "member")
-    page = await context.new_page()
-    await use_link(page, added.login_url, passphrase=None)
-    return page
-
-
-async def create(
-    page: Page, node: LiveNode, title: str, method: str, options: list[str] | None = None
-) -> str:
-    await page.goto(node.at("/organize/proposals/new"))
-    await page.fill("#title", title)
-    await page.fill("#body", f"Should we decide {title}?\n\nSecond paragraph.")
-    await page.check(f"#m-{method}")
-    await page.fill("#options", "\n".join(options or []))
-    await page.get_by_role("button", name="Create proposal").click()
-    await page.wait_for_url(re.compile(r"/proposals/p-[0-9a-f]+$"))
-    return page.url.rsplit("/", 1)[1]
-
-
-async def open_proposal(
-    node: LiveNode,
-    title: str,
-    method: str,
-    options: list[str] | None = None,
-    closes_in_s: int | None = None,
-    block_limit: int = 0,
-) -> str:
-    """A proposal opened through the proposals service (the form is tested once, above)."""
-    members = await node.services.members.all()
-    organizer = next((m for m in members if m.at_least("organizer")), None)
-    if organizer is None:
-        organizer = (await node.services.members.add("Founder", "organizer")).member
-    closes = None
-    if closes_in_s is not None:
-        closes = rfc3339(time.time() + closes_in_s)
-    form = NewProposal(
-        title=title, method=method, options=options or [], closes_at=closes, block_limit=block_limit
-    )
-    return (await node.services.proposals.create(organizer, form)).id
-
-
-async def receipt_of(page: Page) -> str:
-    await page.get_by_text("Your vote is recorded").wait_for()
-    return (await page.inner_text("#receipt")).strip()
-
-
-async def close(page: Page, node: LiveNode, proposal_id: str) -> None:
-    await page.goto(node.at(f"/proposals/{proposal_id}"))
-    await page.get_by_role("button", name="Close voting now and count").click()
-    await page.wait_for_url(re.compile(rf"/proposals/{proposal_id}/results$"))
-
-
-async def chart_texts(page: Page) -> list[str]:
-    return await page.locator("svg.chart:not(.turnout) text").all_text_contents()
 
 
 async def test_invite_vote_every_method_change_check_and_results(
@@ -419,103 +354,6 @@ async def test_base_url_is_the_home_page_and_the_actor(
     assert (await answer.json())["id"] == node.services.identity.actor
     html = await context.request.get(node.url + "/", headers={"Accept": "text/html"})
     assert html.status == 200 and "Log in" in await html.text()
-
-
-async def test_organizer_changes_roles_makes_links_and_removes(
-    browser: Browser, node: LiveNode
-) -> None:
-    ctx = await browser.new_context()
-    org = await organizer_page(ctx, node, "Rosa")
-    added = await node.services.members.add("Sam", "member")
-    await org.goto(node.at("/organize/members"))
-    row = org.locator("tbody tr", has_text="Sam")
-    await row.locator("select").select_option("organizer")
-    await row.get_by_role("button", name="Change").click()
-    await org.wait_for_url(node.at("/organize/members"))
-    assert (await node.services.members.get(added.member.id)).role == "organizer"
-    # Only an admin may grant admin.
-    await org.locator("tbody tr", has_text="Sam").locator("select").select_option("admin")
-    await org.locator("tbody tr", has_text="Sam").get_by_role("button", name="Change").click()
-    assert "needs the admin role" in await org.inner_text("main")
-    # A fresh one-time link for Sam, shown to hand over.
-    await org.goto(node.at("/organize/members"))
-    await org.get_by_role("button", name="New login link for Sam").click()
-    link = (await org.inner_text("#login-url")).strip()
-    assert link.startswith(node.url + "/login/") and link != added.login_url
-    # Removing asks first (JavaScript confirm), then Sam is gone and his link is dead.
-    org.once("dialog", lambda dialog: dialog.accept())
-    await org.get_by_role("button", name="Remove Sam").click()
-    await org.wait_for_url(node.at("/organize/members"))
-    assert "Sam" not in await org.inner_text("tbody")
-    gone = await ctx.new_page()
-    await gone.goto(link)
-    await gone.get_by_role("button", name="Log me in").click()
-    assert "already used or expired" in await gone.inner_text("main")
-    await ctx.close()
-
-
-async def test_chapter_joins_a_region_from_the_region_page(
-    browser: Browser, tmp_path: Path
-) -> None:
-    region, region_runner = await start_node(tmp_path / "region", "North Region", "region")
-    chapter, chapter_runner = await start_node(tmp_path / "chapter", "Hill Chapter")
-    ctx = await browser.new_context()
-    try:
-        org = await organizer_page(ctx, chapter, "Hana")
-        await org.goto(chapter.at("/organize/region"))
-        assert "None yet." in await org.inner_text("main")
-        await org.fill("#region", region.url)
-        await org.get_by_role("button", name="Ask to join").click()
-        await org.wait_for_url(chapter.at("/organize/region"))
-        assert region.services.identity.actor in await org.inner_text("#following")
-        # The Follow is delivered, the region accepts it, the Accept comes back.
-        for _ in range(100):
-            await org.reload()
-            if "member of this region" in await org.inner_text("#following"):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(await org.inner_text("#following"))
-        lead = await organizer_page(ctx, region, "Rui")
-        await lead.goto(region.at("/organize/region"))
-        assert chapter.services.identity.actor in await lead.inner_text("#accepted")
-    finally:
-        await ctx.close()
-        await chapter_runner.cleanup()
-        await region_runner.cleanup()
-
-
-async def test_organizer_saves_a_draft_then_opens_it(browser: Browser, node: LiveNode) -> None:
-    ctx = await browser.new_context()
-    org = await organizer_page(ctx, node, "Dara")
-    await org.goto(node.at("/organize/proposals/new"))
-    await org.fill("#title", "Draft first")
-    await org.check("#m-choice")
-    await org.fill("#options", "Yes\nNo\n\n")
-    await org.fill("#quorum", "1/3")
-    await org.fill("#closes_at", "2099-05-01T12:30")
-    await org.check("#draft")
-    await org.get_by_role("button", name="Create proposal").click()
-    await org.wait_for_url(re.compile(r"/proposals/p-[0-9a-f]+$"))
-    proposal = org.url.rsplit("/", 1)[1]
-    assert "members cannot vote yet" in await org.inner_text("main")
-    view = await node.services.proposals.get(proposal)
-    assert (view.status, view.options, view.quorum) == ("draft", ["Yes", "No"], "1/3")
-    assert view.closes_at == "2099-05-01T12:30:00Z"
-    await org.get_by_role("button", name="Open for voting now").click()
-    await org.wait_for_url(node.at(f"/proposals/{proposal}"))
-    assert await org.locator("form.ballot").count() == 1
-    assert (await node.services.proposals.get(proposal)).status == "open"
-    # A bad form is refused with the reason, nothing is created.
-    before = len(await node.services.proposals.all())
-    await org.goto(node.at("/organize/proposals/new"))
-    await org.fill("#title", "Only one option")
-    await org.check("#m-choice")
-    await org.fill("#options", "Alone")
-    await org.get_by_role("button", name="Create proposal").click()
-    assert "at least 2 options" in await org.inner_text("main")
-    assert len(await node.services.proposals.all()) == before
-    await ctx.close()
 
 
 async def test_ranked_options_reorder_by_dragging(context: BrowserContext, node: LiveNode) -> None:
