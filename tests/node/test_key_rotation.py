@@ -266,3 +266,57 @@ async def test_running_node_rotates_through_the_api(
     finally:
         await client.close()
         node.stop()
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+
+def test_protocol_md_rotation_example_is_what_the_code_builds() -> None:
+    """docs/protocol.md §5.4 continues §5.3: rebuild it and check the printed values."""
+    text = DOCS.read_text()
+    start = text.index("### 5.4 Key rotation in practice")
+    section = text[start : text.index("## 6.", start)]
+    shown = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    old, new = SigningKey.from_seed(b"\x01" * 32), SigningKey.from_seed(b"\x02" * 32)
+    actor = "https://north.example/actor"
+    first = chain.genesis(actor, "North Chapter", "chapter", old, "2026-11-26T14:00:00Z")
+    roster = chain.make_entry(
+        {"type": "RosterChange", "operation": "add", "member": "m-1", "role": "organizer"},
+        actor=actor,
+        seq=1,
+        prev=chain.entry_digest(first),
+        key=old,
+        key_id=chain.key_id(actor, 0),
+        published="2026-11-26T14:05:00Z",
+    )
+    built = chain.rotation(
+        actor,
+        2,
+        chain.entry_digest(roster),
+        old,
+        chain.key_id(actor, 0),
+        new.verify_key,
+        "2026-11-26T14:10:00Z",
+    )
+    assert shown == built
+    assert f"Its digest is `{chain.entry_digest(built)}`" in section
+    late = chain.make_entry(
+        {"type": "RosterChange", "operation": "add", "member": "m-2", "role": "admin"},
+        actor=actor,
+        seq=3,
+        prev=chain.entry_digest(built),
+        key=old,
+        key_id=chain.key_id(actor, 0),
+        published="2026-11-26T14:15:00Z",
+    )
+    with pytest.raises(ChainError) as caught:
+        chain.verify_chain([first, roster, built, late])
+    assert " ".join(caught.value.describe().split()) in " ".join(section.split())
+    # a flipped byte in the shown proof no longer verifies
+    tampered = {
+        **shown,
+        "proof": {**shown["proof"], "proofValue": shown["proof"]["proofValue"][:-1] + "3"},
+    }
+    with pytest.raises(ChainError) as caught:
+        chain.verify_chain([first, roster, tampered])
+    assert caught.value.code == "bad_proof" and caught.value.seq == 2
