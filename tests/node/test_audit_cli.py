@@ -556,3 +556,23 @@ async def test_a_regional_vote_audits_from_one_chapters_export_and_by_url(
         assert crawled.findings == ()
         assert crawled.verified.actors == 3 and crawled.verified.decisions == 1
         assert crawled.verified.tallies == 2
+
+
+def test_after_a_key_rotation_the_export_still_audits_clean(
+    exported: dict[str, Any], tmp_path: Path
+) -> None:
+    data = exported["base"] / "data"
+    rotated = run(CONVENE, "key", "rotate", "--data", str(data), "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    bundle = tmp_path / "rotated.jsonl"
+    assert run(EXPORT, "--data", str(data), "--out", str(bundle)).returncode == 0
+    records = lines_of(bundle)
+    assert any(r["kind"] == "entry" and r["entry"]["type"] == "KeyRotation" for r in records)
+    result = audit_in_process(str(bundle), "--json")
+    assert result.returncode == 0, result.stdout
+    # and the document of the old key no longer passes for the actor
+    actor = next(r for r in records if r["kind"] == "actor")
+    old = lines_of(exported["bundle"])
+    actor["document"] = next(r for r in old if r["kind"] == "actor")["document"]
+    stale = audit_in_process(str(write(tmp_path / "stale.jsonl", records)))
+    assert stale.returncode == 1 and "actor_key_mismatch" in stale.stdout
