@@ -7,6 +7,7 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from node.api import SERVICES_KEY
 from node.app import create_app
 from node.bootstrap import init_node
 from node.config import load_config
@@ -60,5 +61,18 @@ async def test_forged_cookie_becomes_a_fresh_visitor_session(tmp_path: Path) -> 
         assert answer.status == 401
         assert "Please log in" in await answer.text()
         assert answer.cookies[COOKIE].value != "v1.bWVtYmVy.9999999999.x.y"
+    finally:
+        await client.close()
+
+
+async def test_an_oversized_form_gets_the_friendly_413_page(tmp_path: Path) -> None:
+    client = await _client(tmp_path, "http://127.0.0.1:9")
+    try:
+        assert client.app is not None
+        limit = client.app[SERVICES_KEY].config.max_body_bytes
+        answer = await client.post("/login", data={"name": "x" * (limit + 4096), "csrf": "t"})
+        assert answer.status == 413
+        text = await answer.text()
+        assert "That was too large" in text and "Traceback" not in text
     finally:
         await client.close()
