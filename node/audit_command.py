@@ -1,13 +1,17 @@
 """`convene audit FILE_OR_URL` and `convene export --out FILE` (ARCHITECTURE.md, Command line).
 
-``audit`` reads a bundle file line by line with a bounded line length (or crawls live
-nodes from a URL through federation/crawl.py), hands the records to
-``protocol.audit.audit_bundle`` — the same code the node uses — and exits 0 when
-everything verifies, 1 naming the first failure (actor, seq, what, why), 2 when the
-input cannot be read at all. ``export`` writes this node's bundle from its database.
+``audit`` reads a bundle file in chunks through protocol/bundle.py's ``BundleDecoder``
+(strict records, bounded lines), or crawls live nodes from a URL through
+federation/crawl.py, hands the records to ``protocol.audit.audit_bundle`` — the same
+code the nodes run — and exits 0 when everything verifies, 1 naming the first failure
+(actor, seq, what, why), 2 when the input cannot be read at all (docs/auditing.md).
 
 Proof checks and receipt recomputation dominate an audit, so they are spread over
-worker processes (the same protocol/ functions, mapped by a process pool).
+forked worker processes running the same protocol/ functions (``fork_map``).
+
+``export`` writes this node's bundle from its database: its actor document and chain,
+the entries it received and verified, its counted ballots; and it completes the chains
+of other actors it holds only in part from their outboxes.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from node.errors import NodeError
 from node.federation_glue import NodeSource
 from node.services import NodeServices, build_services
 from node.storage import Database
-from protocol.audit import AuditReport, audit_bundle
+from protocol.audit import AuditReport, audit_bundle, entry_digest_or_none
 from protocol.bundle import (
     ActorRecord,
     BallotRecord,
@@ -51,7 +55,6 @@ from protocol.bundle import (
     encode_record,
     header,
 )
-from protocol.chain import entry_digest
 from protocol.errors import ProtocolError
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
@@ -415,13 +418,6 @@ async def complete_chains(
                     have_entry.add(key)
                     added.append(EntryRecord(entry=entry))
     return records + added, warnings
-
-
-def entry_digest_or_none(entry: dict[str, Any]) -> str | None:
-    try:
-        return entry_digest(entry)
-    except ProtocolError:
-        return None  # the audit names it
 
 
 async def export_bundle(

@@ -54,7 +54,14 @@ from protocol.errors import ProtocolError
 from protocol.roster import roster_at, roster_root
 from protocol.tally import Tally, parse_tally
 
-__all__ = ["AuditReport", "Finding", "ReceiptCheck", "Tallied", "audit_bundle"]
+__all__ = [
+    "AuditReport",
+    "Finding",
+    "ReceiptCheck",
+    "Tallied",
+    "audit_bundle",
+    "entry_digest_or_none",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -319,6 +326,8 @@ class _Sorted:
 
 
 def entry_digest_or_none(entry: Mapping[str, Any]) -> str | None:
+    """The entry's digest, or None for one that cannot be canonicalized (the chain
+    check names it)."""
     try:
         return entry_digest(entry)
     except ProtocolError:
