@@ -131,3 +131,15 @@ async def voters(db: Database, proposal_id: str) -> int:
         "SELECT COUNT(DISTINCT member_id) AS n FROM ballots WHERE proposal_id = ?", (proposal_id,)
     )
     return int(row["n"]) if row else 0
+
+
+async def voters_by_proposal(db: Database) -> dict[str, int]:
+    """Distinct voters of every proposal that has ballots, in one grouped query.
+
+    The covering index ballots_by_member (proposal_id, member_id, id) answers it
+    without touching the table, so a list page costs one query, not one per row.
+    """
+    rows = await db.fetchall(
+        "SELECT proposal_id, COUNT(DISTINCT member_id) AS n FROM ballots GROUP BY proposal_id"
+    )
+    return {row["proposal_id"]: int(row["n"]) for row in rows}

@@ -83,7 +83,12 @@ class Proposals:
         return await self._view(await self._row(proposal_id))
 
     async def all(self) -> list[ProposalView]:
-        return [await self._view(row) for row in await proposal_store.list_proposals(self._db)]
+        rows = await proposal_store.list_proposals(self._db)
+        cast = await proposal_store.voters_by_proposal(self._db)
+        return [
+            view_of(row, self._spec(row), self.url_of(row["id"]), cast.get(row["id"], 0))
+            for row in rows
+        ]
 
     async def receipt_proof(self, proposal_id: str, receipt: str) -> ballots.ReceiptProof:
         row = await self._row(proposal_id)

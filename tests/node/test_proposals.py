@@ -227,3 +227,20 @@ async def test_a_removed_members_ballot_is_not_counted(services: NodeServices) -
     assert closed.tally is not None
     assert closed.tally["counts"] == {"agree": 1, "abstain": 0, "disagree": 0, "block": 0}
     assert (closed.tally["cast"], closed.tally["eligible"]) == (1, 2)
+
+
+async def test_the_list_counts_each_proposals_distinct_voters(services: NodeServices) -> None:
+    org = (await services.members.add("Olu", "organizer")).member
+    mia = (await services.members.add("Mia")).member
+    max_ = (await services.members.add("Max")).member
+    none = await services.proposals.create(org, NewProposal(title="None", method="consent"))
+    one = await services.proposals.create(org, NewProposal(title="One", method="consent"))
+    two = await services.proposals.create(org, NewProposal(title="Two", method="consent"))
+    await services.proposals.cast(mia, one.id, {"choice": "agree"})
+    await services.proposals.cast(mia, one.id, {"choice": "block"})  # a change is one voter
+    await services.proposals.cast(mia, two.id, {"choice": "agree"})
+    await services.proposals.cast(max_, two.id, {"choice": "disagree"})
+    listed = {p.id: p.voters for p in await services.proposals.all()}
+    assert listed == {none.id: 0, one.id: 1, two.id: 2}
+    for pid, count in listed.items():
+        assert (await services.proposals.get(pid)).voters == count
