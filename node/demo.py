@@ -85,15 +85,20 @@ class Node:
 
     def stop(self) -> None:
         """Stop gracefully (SIGINT), or kill after 10 s."""
+        self.interrupt()
         if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
+
+    def interrupt(self) -> None:
+        """Ask the process to stop (SIGINT) without waiting for it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
 
     def kill(self) -> None:
         """kill -9: no goodbye, as a crash or a pulled plug."""
@@ -141,6 +146,8 @@ class Cluster:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for node in self.nodes:
+            node.interrupt()  # all at once, then wait for each
         for node in self.nodes:
             node.stop()
         if self.http is not None:
@@ -362,7 +369,7 @@ async def run_demo(root: Path, out: Path | None, wait: bool, echo: Callable[[str
         await cluster.join()
         echo("every chapter follows the region (signed Follow, Accept entry)")
         proposal = await cluster.propose(
-            6,
+            5,
             title="Join the regional tenants' union campaign",
             body="Each chapter votes; the region aggregates the signed tallies.",
             method="consent",
@@ -370,7 +377,7 @@ async def run_demo(root: Path, out: Path | None, wait: bool, echo: Callable[[str
             quorum="1/2",
         )
         object_id = proposal["object_id"]
-        echo(f"the region published {object_id} (consent, double majority, closes in 6 s)")
+        echo(f"the region published {object_id} (consent, double majority, closes in 5 s)")
         local: dict[str, str] = {}
         receipts: dict[str, list[str]] = {}
         for chapter in cluster.chapters:

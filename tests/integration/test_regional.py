@@ -24,7 +24,7 @@ from node.demo import Cluster, Node, free_port, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-GRACE = 4  # seconds after close that tallies still count (--regional-grace-s)
+GRACE = 8  # seconds after close that tallies still count (--regional-grace-s)
 CLOSES_IN = 4
 SEEN: dict[str, Any] = {}  # what earlier tests made, for the later ones
 
