@@ -25,14 +25,14 @@ from typing import Any, Protocol
 
 import msgspec
 
-from node import chain_store, proposal_store
+from node import chain_store, proposal_forms, proposal_store
 from node.ballot_box import BallotBox, PendingBallot
 from node.clock import Clock, parse_rfc3339, rfc3339
 from node.errors import BadRequest, Conflict, NotFound
 from node.identity import NodeIdentity
 from node.ledger import Ledger
 from node.members import Member, require_role
-from node.proposal_forms import NewProposal, ProposalView, question_body, view_of
+from node.proposal_forms import NewProposal, question_body, view_of
 from node.storage import Database, Row, Tx
 from protocol import ballots, counting, roster
 from protocol import tally as protocol_tally
@@ -46,6 +46,24 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("open", "close"): "closed",
     ("closed", "decide"): "decided",
 }
+
+
+class ProposalView(proposal_forms.ProposalView, frozen=True, kw_only=True):
+    """The proposal as the API and the pages see it, with the rules they show.
+
+    `block_limit`: blocks a consent proposal tolerates (from its stored spec, the
+    same one its signed Question states); None for the other methods. New fields go
+    last with defaults, so older readers of the answer are unaffected.
+    """
+
+    block_limit: int | None = None
+
+
+def full_view(row: Row, spec: ballots.ProposalSpec, url: str, voters: int) -> ProposalView:
+    base = view_of(row, spec, url, voters)
+    fields = {name: getattr(base, name) for name in base.__struct_fields__}
+    block_limit = spec.block_limit if spec.method == "consent" else None
+    return ProposalView(**fields, block_limit=block_limit)
 
 
 class RegionalHook(Protocol):
@@ -86,7 +104,7 @@ class Proposals:
         rows = await proposal_store.list_proposals(self._db)
         cast = await proposal_store.voters_by_proposal(self._db)
         return [
-            view_of(row, self._spec(row), self.url_of(row["id"]), cast.get(row["id"], 0))
+            full_view(row, self._spec(row), self.url_of(row["id"]), cast.get(row["id"], 0))
             for row in rows
         ]
 
@@ -377,4 +395,4 @@ class Proposals:
 
     async def _view(self, row: Row) -> ProposalView:
         cast = await proposal_store.voters(self._db, row["id"])
-        return view_of(row, self._spec(row), self.url_of(row["id"]), cast)
+        return full_view(row, self._spec(row), self.url_of(row["id"]), cast)

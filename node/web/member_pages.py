@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
@@ -139,29 +138,11 @@ _CONSENT_MEANING = {
 }
 
 
-_ENTRY_SEQ = re.compile(r"/entries/(\d+)$")
-
-
-async def signed_rule(request: web.Request, p: ProposalView, name: str) -> Any:
-    """A voting rule as this node's signed Question states it (None for a draft or a
-    region's proposal): the view does not carry every rule, the Question does."""
-    match = _ENTRY_SEQ.search(p.object_id or "")
-    if p.origin is not None or match is None:
-        return None
-    found = await services(request).ledger.entries(int(match.group(1)), 1)
-    if not found or found[0].get("id") != p.object_id:
-        return None
-    return found[0].get(name)
-
-
 @page
 async def proposal_page(request: web.Request, visit: Visit) -> web.Response:
     visit.need_member()
     proposal = await services(request).proposals.get(request.match_info["id"])
     now = state(request).clock()
-    block_limit = None
-    if proposal.method == "consent":
-        block_limit = await signed_rule(request, proposal, "block_limit")
     return render(
         request,
         visit,
@@ -170,7 +151,8 @@ async def proposal_page(request: web.Request, visit: Visit) -> web.Response:
             "p": proposal,
             "left": time_left(proposal.closes_at, now),
             "consent": [(c, _CONSENT_MEANING[c]) for c in CONSENT_CHOICES],
-            "block_limit": block_limit if isinstance(block_limit, int) else None,
+            # the view states it for consent (None otherwise), as the signed Question does
+            "block_limit": proposal.block_limit,
         },
     )
 

@@ -354,3 +354,19 @@ def test_docs_show_every_api_route() -> None:
         assert any(m == route.method and pattern.match(p) for m, p in shown), (
             f"{route.method} {path} is not shown in docs/api.md"
         )
+
+
+async def test_the_answer_states_the_block_limit_the_question_signs(
+    node: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    url = node["url"]
+    consent = await new_proposal(http, node, block_limit=2)
+    choice = await new_proposal(http, node, method="choice", options=["Hall", "Park"])
+    assert consent["block_limit"] == 2 and choice["block_limit"] is None
+    status, got = await call(http, "GET", f"{url}/api/proposals/{consent['id']}", tok(node, "m1"))
+    assert status == 200 and got["block_limit"] == 2
+    signed = next(e for e in chain_entries(node["data"]) if e["id"] == consent["object_id"])
+    assert signed["block_limit"] == got["block_limit"]
+    status, listing = await call(http, "GET", f"{url}/api/proposals", tok(node, "m1"))
+    by_id = {item["id"]: item for item in listing["items"]}
+    assert by_id[consent["id"]]["block_limit"] == 2 and by_id[choice["id"]]["block_limit"] is None
