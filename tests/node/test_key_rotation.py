@@ -169,6 +169,14 @@ def test_an_uncommitted_staged_key_is_ignored_and_a_foreign_seed_refused(data: P
     assert out.returncode == 1 and json.loads(out.stderr)["error"] == "identity"
 
 
+def test_rotate_without_a_node_says_to_run_init(tmp_path: Path) -> None:
+    out = run_cli("key", "rotate", "--data", str(tmp_path / "missing"), "--json", check=False)
+    assert out.returncode == 1
+    error = json.loads(out.stderr)
+    assert error["error"] == "storage" and "convene init" in error["detail"]
+    assert not (tmp_path / "missing").exists()  # nothing was made
+
+
 @pytest.fixture
 async def opened(data: Path) -> AsyncIterator[NodeServices]:
     services = build_services(load_config(data))
@@ -246,6 +254,7 @@ async def test_running_node_rotates_through_the_api(
         assert chain.verify_chain(entries).next_seq == 5
         status, shown = await call(http, "GET", f"{url}/api/keys", admin)
         assert (status, shown["key_id"]) == (200, done["key_id"])
+        assert (await call(http, "GET", f"{url}/api/keys", organizer))[0] == 403
 
         node.stop()  # after a restart the node still signs with the new key
         node.start()
