@@ -182,10 +182,10 @@ def process_mapper(jobs: int, items: int) -> Mapper[Any, Any] | None:
 def run_audit(
     records: list[Any], *, receipt: str | None, jobs: int, show_progress: bool = False
 ) -> AuditReport:
-    body = [r for r in records if not isinstance(r, Header)]
+    body = records  # the header too: the audit checks the exporter's chain is there
     collecting = gc.isenabled()
     gc.disable()  # as in read_bundle_file: many containers, no cycles
-    checked = sum(1 for r in body if not isinstance(r, ActorRecord))  # what progress counts
+    checked = sum(1 for r in body if not isinstance(r, ActorRecord | Header))  # progress
     bar = tqdm(
         total=checked, unit="rec", desc="auditing", file=sys.stderr, disable=not show_progress
     )

@@ -166,6 +166,9 @@ def audit_bundle(
             equivocating.append(part.actor)
 
     b.classify()
+    if b.exporter is not None and b.exporter not in latest_key:
+        why = "the header names this actor as the exporter, but its chain is not in the bundle"
+        findings.append(Finding(b.exporter, None, "exporter_without_chain", why))
     actors_ok = _check_actors(b.actors, latest_key, findings)
     valid = {
         key: entry
@@ -252,6 +255,7 @@ class _Sorted:
         self.decisions: list[dict[str, Any]] = []
         self.ballots: dict[tuple[str, str], list[BallotRecord]] = defaultdict(list)
         self.receipts: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self.exporter: str | None = None
 
     @classmethod
     def of(cls, records: Iterable[BundleRecord]) -> _Sorted:
@@ -266,8 +270,8 @@ class _Sorted:
                     b.ballots[(record.actor, record.proposal)].append(record)
                 case ReceiptRecord():
                     b.receipts[(record.actor, record.proposal)].append(record.receipt)
-                case Header():
-                    pass
+                case Header(exporter=exporter):
+                    b.exporter = exporter
         return b
 
     def _actor(self, document: dict[str, Any]) -> None:

@@ -658,3 +658,15 @@ def test_a_late_tally_does_not_count_in_the_decision() -> None:
     assert on_time_only.findings == () and on_time_only.verified.decisions == 1
     counting_late = audit(bundle_with([tally_a, tally_b]))
     assert [f.what for f in counting_late.findings] == ["decision_mismatch"]
+
+
+def test_the_exporter_named_in_the_header_must_have_its_chain_in_the_bundle(
+    world: dict[str, Any],
+) -> None:
+    honest = [header(CH_A, T0), *world["records"]]
+    assert audit(honest).ok  # type: ignore[arg-type]
+    missing = [header("https://elsewhere.example/actor", T0), *world["records"]]
+    report = audit(missing)  # type: ignore[arg-type]
+    assert [(f.actor, f.what) for f in report.findings] == [
+        ("https://elsewhere.example/actor", "exporter_without_chain")
+    ]
