@@ -7,11 +7,17 @@ the chain recomputes both: fold the changes in seq order (``roster_at``), then h
 the sorted roster (``roster_root``). A member can be shown their own leaf with an
 RFC 9162 inclusion proof from ``roster_tree``.
 
+The same fold says which Ed25519 keys each member holds (``member_keys_at``, §5.5):
+``operation: "key"`` registers ``memberKey`` (a Multikey ``publicKeyMultibase``) for a
+member on the roster, ``"revoke-key"`` withdraws it, and a member's removal drops all
+their keys. A key belongs to one member at a time. Member-signed ballots
+(protocol/member_ballots.py) are checked against these keys.
+
 The fold is strict: each change must be possible in the roster it applies to. An
 impossible change (adding a present member, removing or re-roling an absent one,
 removing with a role the member does not hold, a "role" change to the role already
-held) means the chain was not written by an honest node, so it is an error naming the
-actor and seq, never silently skipped.
+held, a key registered twice or revoked when not held) means the chain was not written
+by an honest node, so it is an error naming the actor and seq, never silently skipped.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from protocol.canonical import canonicalize
-from protocol.errors import ProtocolError
+from protocol.errors import KeyFormatError, ProtocolError
+from protocol.keys import VerifyKey
 from protocol.merkle import MerkleTree
 
 __all__ = [
+    "KEY_OPERATIONS",
     "OPERATIONS",
     "ROLES",
     "RosterError",
+    "key_change_body",
+    "member_keys_at",
     "roster_at",
     "roster_leaf",
     "roster_root",
@@ -33,7 +43,8 @@ __all__ = [
 ]
 
 ROLES = ("member", "organizer", "admin")
-OPERATIONS = ("add", "remove", "role")
+OPERATIONS = ("add", "remove", "role", "key", "revoke-key")
+KEY_OPERATIONS = ("key", "revoke-key")
 MAX_MEMBER_ID = 256
 
 
@@ -76,6 +87,25 @@ def roster_at(
     means the whole chain. Raises RosterError for mixed actors, duplicate seqs, and
     malformed or impossible changes.
     """
+    return _fold(entries, upto_seq)[0]
+
+
+def member_keys_at(
+    entries: Iterable[Mapping[str, object]], upto_seq: int | None = None
+) -> dict[str, frozenset[str]]:
+    """Each member's registered, unrevoked keys (member id → set of Multikey
+    ``publicKeyMultibase``) after every RosterChange with seq <= ``upto_seq``; members
+    without a key are left out. Same input and errors as ``roster_at``."""
+    keys = _fold(entries, upto_seq)[1]
+    owners: dict[str, set[str]] = {}
+    for key, member in keys.items():
+        owners.setdefault(member, set()).add(key)
+    return {member: frozenset(held) for member, held in owners.items()}
+
+
+def _fold(
+    entries: Iterable[Mapping[str, object]], upto_seq: int | None
+) -> tuple[dict[str, str], dict[str, str]]:
     changes: list[tuple[int, Mapping[str, object]]] = []
     seen: set[int] = set()
     actor: str | None = None
@@ -108,15 +138,63 @@ def roster_at(
             changes.append((seq, entry))
 
     roster: dict[str, str] = {}
+    keys: dict[str, str] = {}  # key multibase → member holding it
     for seq, entry in sorted(changes, key=lambda c: c[0]):
-        _apply(roster, entry, actor, seq)
-    return roster
+        operation = _field(entry, "operation", actor, seq)
+        if operation in KEY_OPERATIONS:
+            _apply_key(roster, keys, entry, operation, actor, seq)
+        else:
+            _apply(roster, entry, operation, actor, seq)
+            if operation == "remove":  # keys die with the membership
+                gone = entry.get("member")
+                for key in [k for k, m in keys.items() if m == gone]:
+                    del keys[key]
+    return roster, keys
+
+
+def _apply_key(
+    roster: dict[str, str],
+    keys: dict[str, str],
+    entry: Mapping[str, object],
+    operation: str,
+    actor: str | None,
+    seq: int,
+) -> None:
+    member = _field(entry, "member", actor, seq)
+    key = _field(entry, "memberKey", actor, seq)
+    try:
+        VerifyKey.from_multibase(key)
+    except KeyFormatError as exc:
+        raise RosterError(
+            f"memberKey is not an Ed25519 Multikey: {exc.detail}",
+            actor=actor,
+            seq=seq,
+            code="malformed_roster_change",
+        ) from None
+    holder = keys.get(key)
+    problem: str | None = None
+    if member not in roster:
+        problem = f"{operation} for member {member:.100}, who is not on the roster"
+    elif operation == "key":
+        if holder is not None:
+            problem = f"key {key:.60} is already registered (to member {holder:.100})"
+        else:
+            keys[key] = member
+    elif holder != member:
+        problem = f"revoke-key of key {key:.60}, which member {member:.100} does not hold"
+    else:
+        del keys[key]
+    if problem is not None:
+        raise RosterError(problem, actor=actor, seq=seq, code="impossible_roster_change")
 
 
 def _apply(
-    roster: dict[str, str], entry: Mapping[str, object], actor: str | None, seq: int
+    roster: dict[str, str],
+    entry: Mapping[str, object],
+    operation: str,
+    actor: str | None,
+    seq: int,
 ) -> None:
-    operation = _field(entry, "operation", actor, seq)
     member = _field(entry, "member", actor, seq)
     role = _field(entry, "role", actor, seq)
     if operation not in OPERATIONS:
@@ -178,3 +256,12 @@ def roster_root(roster: Mapping[str, str]) -> tuple[int, str]:
     """(size, lowercase hex RFC 9162 root) of a roster, as a tally carries them."""
     members, tree = roster_tree(roster)
     return len(members), tree.root.hex()
+
+
+def key_change_body(operation: str, member: str, key: str) -> dict[str, str]:
+    """Body of a RosterChange that registers (``"key"``) or revokes (``"revoke-key"``)
+    a member's Ed25519 key, given as a Multikey ``publicKeyMultibase`` (§5.5)."""
+    if operation not in KEY_OPERATIONS:
+        raise RosterError(f"key operation {operation!r:.40} is not key or revoke-key")
+    VerifyKey.from_multibase(key)  # KeyFormatError names what is wrong with it
+    return {"type": "RosterChange", "operation": operation, "member": member, "memberKey": key}
