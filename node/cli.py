@@ -158,11 +158,9 @@ def serve(data: Path, as_json: bool, **options: Any) -> None:
         _first_run(config, as_json)
     from aiohttp import web
 
-    from node import rotation
     from node.app import create_app
 
     app = create_app(config)
-    rotation.setup(app)  # POST /api/keys/rotate; a no-op once create_app does it
     web.run_app(
         app,
         host=config.host,
