@@ -1,7 +1,8 @@
 """The node's numbered schema migrations. Append only: never edit a released step.
 
 Step 1 is the first released layout; step 2 marks counted ballots and adds web
-sessions; step 3 lets a chapter hold a region's proposal. Old files are brought
+sessions; step 3 lets a chapter hold a region's proposal; step 4 holds members' own ballot
+keys and the signatures of member-signed ballots. Old files are brought
 forward by `Database.open`.
 """
 
@@ -90,5 +91,26 @@ NODE_MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE proposals ADD COLUMN origin TEXT;
     ALTER TABLE proposals ADD COLUMN question_digest TEXT
+    """,
+    # 4: members' own ballot keys (mirroring the roster chain's key entries) and the
+    # member signatures of open ballots, by receipt
+    """
+    CREATE TABLE member_keys (
+        key TEXT PRIMARY KEY,
+        member_id TEXT NOT NULL REFERENCES members (id),
+        registered_seq INTEGER NOT NULL REFERENCES chain_entries (seq),
+        revoked_seq INTEGER REFERENCES chain_entries (seq),
+        label TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX member_keys_by_member ON member_keys (member_id, revoked_seq);
+    CREATE TABLE ballot_signatures (
+        receipt TEXT PRIMARY KEY REFERENCES ballots (receipt),
+        proposal_id TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        counter INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        UNIQUE (proposal_id, member_id, counter)
+    )
     """,
 )
