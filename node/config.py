@@ -43,6 +43,8 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     trust_forwarded: bool = False
     # Regional votes: how long after close a chapter's tally still counts (node/regional.py).
     regional_grace_s: int = 600
+    # A region: an organizer approves each chapter's Follow (manuallyApprovesFollowers).
+    approve_followers: bool = False
 
     @property
     def database_path(self) -> Path:
@@ -61,6 +63,7 @@ OPTION_HELP: dict[str, str] = {
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "trust_forwarded": "trust X-Forwarded-Proto/Host from a reverse proxy in front of the node",
     "regional_grace_s": "seconds after a regional vote closes that tallies still count",
+    "approve_followers": "an organizer approves each node that asks to follow (join) this one",
 }
 
 

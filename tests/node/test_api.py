@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -370,3 +371,63 @@ async def test_the_answer_states_the_block_limit_the_question_signs(
     status, listing = await call(http, "GET", f"{url}/api/proposals", tok(node, "m1"))
     by_id = {item["id"]: item for item in listing["items"]}
     assert by_id[consent["id"]]["block_limit"] == 2 and by_id[choice["id"]]["block_limit"] is None
+
+
+async def test_a_region_that_approves_followers_keeps_a_join_pending_until_approved(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    region_data, chapter_data = tmp_path / "region", tmp_path / "chapter"
+    region_port, chapter_port = free_port(), free_port()
+    init_node(region_data, region_port, kind="region")
+    chapter_init = init_node(chapter_data, chapter_port)
+    rita = add_member(region_data, "Rita", "organizer")["token"]
+    olga = add_member(chapter_data, "Olga", "organizer")["token"]
+    region = NodeProcess(
+        region_data, region_port, tmp_path / "region.log", extra=["--approve-followers"]
+    )
+    chapter = NodeProcess(chapter_data, chapter_port, tmp_path / "chapter.log")
+    region.start()
+    chapter.start()
+    try:
+        headers = {"Accept": "application/activity+json"}
+        async with http.get(f"{region.url}/actor", headers=headers) as r:
+            assert (await r.json(content_type=None))["manuallyApprovesFollowers"] is True
+
+        async def states() -> tuple[list[Any], list[Any]]:
+            _, mine = await call(http, "GET", f"{chapter.url}/api/federation", olga)
+            _, theirs = await call(http, "GET", f"{region.url}/api/federation", rita)
+            return mine["following"], theirs["followers"]
+
+        status, _ = await call(
+            http, "POST", f"{chapter.url}/api/federation/join", olga, {"region": region.url}
+        )
+        assert status == 202
+        for _ in range(100):  # the Follow arrives; the region holds it for an organizer
+            following, followers = await states()
+            if followers:
+                break
+            await asyncio.sleep(0.1)
+        assert [(f["actor"], f["state"]) for f in followers] == [(chapter_init["actor"], "pending")]
+        await asyncio.sleep(1.0)  # nothing accepts it behind the organizer's back
+        following, followers = await states()
+        assert [f["state"] for f in following] == ["requested"]
+        assert [f["state"] for f in followers] == ["pending"]
+
+        status, out = await call(
+            http,
+            "POST",
+            f"{region.url}/api/federation/followers/approve",
+            rita,
+            {"actor": chapter_init["actor"]},
+        )
+        assert status == 200 and out["state"] == "accepted", out
+        for _ in range(100):  # the Accept is delivered to the chapter
+            following, followers = await states()
+            if following and following[0]["state"] == "accepted":
+                break
+            await asyncio.sleep(0.1)
+        assert [f["state"] for f in following] == ["accepted"]
+        assert [f["state"] for f in followers] == ["accepted"]
+    finally:
+        chapter.stop()
+        region.stop()
