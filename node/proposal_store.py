@@ -119,6 +119,15 @@ async def ballot_by_receipt(db: Database, proposal_id: str, receipt: str) -> Row
     )
 
 
+async def last_ballot_of(db: Database, proposal_id: str, member_id: str) -> Row | None:
+    """One member's latest ballot on one proposal (the one that counts until close)."""
+    return await db.fetchone(
+        "SELECT receipt, ballot, nonce, cast_at, counted FROM ballots"
+        " WHERE proposal_id = ? AND member_id = ? ORDER BY id DESC LIMIT 1",
+        (proposal_id, member_id),
+    )
+
+
 async def ballot_count(db: Database, proposal_id: str) -> int:
     row = await db.fetchone(
         "SELECT COUNT(*) AS n FROM ballots WHERE proposal_id = ?", (proposal_id,)

@@ -66,6 +66,21 @@ def full_view(row: Row, spec: ballots.ProposalSpec, url: str, voters: int) -> Pr
     return ProposalView(**fields, block_limit=block_limit)
 
 
+class MyBallot(msgspec.Struct, frozen=True, kw_only=True):
+    """A member's own current ballot on a proposal, for that member's eyes only.
+
+    `nonce` is there for a roll-call vote (the node keeps it); in a secret vote it
+    was handed to the member at casting and never stored, so it is None here.
+    """
+
+    proposal: str
+    receipt: str
+    ballot: dict[str, Any]
+    cast_at: str
+    secret: bool
+    nonce: str | None = None
+
+
 class RegionalHook(Protocol):
     """What node/regional.py adds to a region's regional proposals (set at app setup)."""
 
@@ -119,6 +134,26 @@ class Proposals:
             raise NotFound(f"receipt {receipt[:80]} was superseded by a later ballot")
         receipts = await proposal_store.counted_receipts(self._db, proposal_id)
         return ballots.receipt_proof(receipts, receipt)
+
+    async def my_ballot(self, member: Member, proposal_id: str) -> MyBallot | None:
+        """`member`'s last ballot on the proposal (None if they have not voted).
+
+        Only ever the caller's own: the query is keyed by their member id, so no
+        argument can reach another member's choice, open or secret vote alike.
+        """
+        row = await self._row(proposal_id)
+        found = await proposal_store.last_ballot_of(self._db, proposal_id, member.id)
+        if found is None:
+            return None
+        spec = self._spec(row)
+        return MyBallot(
+            proposal=proposal_id,
+            receipt=found["receipt"],
+            ballot=msgspec.json.decode(found["ballot"]),
+            cast_at=found["cast_at"],
+            secret=spec.secret,
+            nonce=None if spec.secret else found["nonce"],
+        )
 
     # -- writing ------------------------------------------------------------------
 

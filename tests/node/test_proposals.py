@@ -244,3 +244,29 @@ async def test_the_list_counts_each_proposals_distinct_voters(services: NodeServ
     assert listed == {none.id: 0, one.id: 1, two.id: 2}
     for pid, count in listed.items():
         assert (await services.proposals.get(pid)).voters == count
+
+
+async def test_a_member_sees_only_their_own_current_ballot(services: NodeServices) -> None:
+    org = (await services.members.add("Olu", "organizer")).member
+    mia = (await services.members.add("Mia")).member
+    max_ = (await services.members.add("Max")).member
+    for secret in (False, True):
+        p = await services.proposals.create(
+            org, NewProposal(title="Hall", method="consent", secret=secret)
+        )
+        assert await services.proposals.my_ballot(mia, p.id) is None
+        await services.proposals.cast(mia, p.id, {"choice": "agree"})
+        changed = await services.proposals.cast(mia, p.id, {"choice": "block"})
+        other = await services.proposals.cast(max_, p.id, {"choice": "disagree"})
+        mine = await services.proposals.my_ballot(mia, p.id)
+        assert mine is not None
+        assert (mine.receipt, mine.ballot, mine.secret) == (
+            changed["receipt"],
+            {"choice": "block"},
+            secret,
+        )
+        # roll-call: the stored nonce opens the receipt; secret: the node never had it
+        assert mine.nonce == (None if secret else changed["nonce"])
+        theirs = await services.proposals.my_ballot(max_, p.id)
+        assert theirs is not None and theirs.receipt == other["receipt"] != mine.receipt
+        assert theirs.ballot == {"choice": "disagree"}
