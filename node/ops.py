@@ -311,12 +311,19 @@ def _check_database(path: Path, where: str) -> dict[str, Any]:
     }
 
 
-def _snapshot(database: Path, into: Path) -> None:
-    """One consistent copy of a live database (SQLite online backup, a single step)."""
+def _snapshot(database: Path, into: Path, beside: Callable[[], None]) -> None:
+    """One consistent copy of a live database (SQLite online backup, a single step),
+    with `beside()` (copying the key files) run at the instant the copy shows."""
     source = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30.0)
+    source.isolation_level = None
     target = sqlite3.connect(into)
     try:
-        source.backup(target)  # pages=-1: all in one read transaction
+        # The read transaction fixes the instant; the backup step reads inside it.
+        source.execute("BEGIN")
+        source.execute("SELECT COUNT(*) FROM chain_entries").fetchone()
+        beside()
+        source.backup(target)  # pages=-1: all in one step
+        source.execute("COMMIT")
         # A self-contained file: no -wal beside it is needed to read the copy.
         target.execute("PRAGMA journal_mode = DELETE")
     finally:
@@ -331,17 +338,7 @@ def backup(data_dir: Path, out: Path, *, now: float) -> dict[str, Any]:
         raise NotFound(f"no node in {data_dir}: {database} does not exist")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".convene-backup-") as tmp:
-        copy = Path(tmp) / DATABASE_FILE
-        try:
-            _snapshot(database, copy)
-        except sqlite3.Error as exc:
-            raise NodeError(f"cannot copy {database}: {exc}", code="backup_failed") from exc
-        facts = _check_database(copy, f"snapshot of {database}")
-        _check_key(data_dir / SEED_PATH, facts, str(data_dir))
-        sources = {DATABASE_FILE: copy}
-        for name in BACKUP_FILES[1:]:
-            if name != CONFIG_FILE or (data_dir / name).exists():
-                sources[name] = data_dir / name
+        sources, facts = _capture(data_dir, Path(tmp))
         manifest = {
             "format": BACKUP_FORMAT,
             "version": BACKUP_VERSION,
@@ -363,6 +360,43 @@ def backup(data_dir: Path, out: Path, *, now: float) -> dict[str, Any]:
             os.fsync(handle.fileno())
         os.replace(partial, out)  # the old archive stays until the new one is whole
     return manifest
+
+
+def _capture(data_dir: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Copy the database (one instant) and the files beside it into `tmp`, checked.
+
+    A key rotation swaps the seed file just after its transaction commits, so a copy
+    taken across that moment holds a seed the copied chain does not name: take it again.
+    """
+    database = data_dir / DATABASE_FILE
+    sources = {DATABASE_FILE: tmp / DATABASE_FILE}
+    (tmp / KEY_DIR).mkdir(mode=0o700, exist_ok=True)
+    for name in BACKUP_FILES[1:]:
+        if name != CONFIG_FILE or (data_dir / name).exists():
+            sources[name] = tmp / name
+
+    def copy_files() -> None:
+        for name, path in sources.items():
+            if name != DATABASE_FILE:
+                shutil.copyfile(data_dir / name, path)
+
+    attempts = 0
+    while True:
+        attempts += 1
+        sources[DATABASE_FILE].unlink(missing_ok=True)
+        try:
+            _snapshot(database, sources[DATABASE_FILE], copy_files)
+        except sqlite3.Error as exc:
+            raise NodeError(f"cannot copy {database}: {exc}", code="backup_failed") from exc
+        facts = _check_database(sources[DATABASE_FILE], f"snapshot of {database}")
+        try:
+            _check_key(tmp / SEED_PATH, facts, str(data_dir))
+        except BackupError:
+            if attempts == 5:
+                raise
+            time.sleep(0.1)
+        else:
+            return sources, facts
 
 
 def _add(tar: tarfile.TarFile, name: str, size: int, data: IO[bytes], now: float) -> None:

@@ -40,7 +40,7 @@ from yarl import URL
 
 from federation import store
 from federation.httpsig import sign_request
-from node import bootstrap
+from node import bootstrap, rotation
 from node.app import DB_KEY, IDENTITY_KEY, create_app
 from node.config import load_config
 from node.federation_glue import DELIVERY_KEY
@@ -59,6 +59,7 @@ async def serving(data: Path, **options: Any) -> AsyncIterator[tuple[web.Applica
     port = named.port if named.host == "127.0.0.1" and named.port else free_port()
     config = load_config(data, {"port": port, "allow_private_network": True, **options})
     app = create_app(config)
+    rotation.setup(app)  # as `convene serve` does
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -336,6 +337,37 @@ async def test_backup_during_a_ballot_stream_restores_every_acknowledged_ballot(
         )
         assert status == 200, closed
         assert closed["tally"]["cast"] == len(voters)
+
+
+async def test_backups_taken_while_keys_rotate_always_restore(tmp_path: Path) -> None:
+    """A rotation swaps the seed file just after its commit; a backup spanning that
+    moment takes its copy again rather than pair a chain with the wrong key."""
+    from node.ops import backup, restore
+
+    data = await new_node(tmp_path, "riverside")
+    admin = add_member(data, "Ada", "admin")
+    async with serving(data) as (_, url), aiohttp.ClientSession() as http:
+        rotations = 0
+
+        async def rotate() -> None:
+            nonlocal rotations
+            for _ in range(12):
+                status, out = await call(http, "POST", f"{url}/api/keys/rotate", admin["token"])
+                assert status == 200, out
+                rotations += 1
+                await asyncio.sleep(0.05)  # spread over several backups
+
+        rotating = asyncio.create_task(rotate())
+        archives: list[Path] = []
+        while not rotating.done():
+            out = tmp_path / f"b{len(archives)}.tar.gz"
+            await asyncio.to_thread(backup, data, out, now=1_800_000_000.0)
+            archives.append(out)
+        await rotating
+    assert rotations == 12 and len(archives) >= 2
+    for i, archive in enumerate(archives):
+        facts = restore(archive, tmp_path / f"r{i}")
+        assert facts["chain_length"] >= 2  # genesis, the admin, rotations so far
 
 
 def cli(*args: str) -> tuple[int, str, str]:
