@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from dataclasses import dataclass, field
 
-from node import proposal_store
+from node import member_key_store, proposal_store
 from node.errors import Conflict, NodeError
 from node.storage import Database
 
@@ -34,6 +35,14 @@ class PendingBallot:
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # (counter, key, signature) of a member-signed ballot; None for a custodial one
+    member_signature: tuple[int, str, str] | None = None
+
+    def signature_row(self) -> tuple[str, str, str, int, str, str] | None:
+        if self.member_signature is None:
+            return None
+        counter, key, signature = self.member_signature
+        return (self.receipt, self.proposal_id, self.member_id, counter, key, signature)
 
     def row(self) -> tuple[str, str, str, str, str | None, str]:
         return (
@@ -100,9 +109,15 @@ class BallotBox:
     async def _commit(self, batch: list[PendingBallot]) -> list[PendingBallot]:
         rows = [p.row() for p in batch]
         ids = [p.proposal_id for p in batch]
-        ok = await self._db.write_now(
-            lambda conn: proposal_store.store_ballot_batch(conn, ids, rows)
-        )
+
+        def store(conn: sqlite3.Connection) -> list[bool]:
+            ok = proposal_store.store_ballot_batch(conn, ids, rows)
+            # a signed ballot and its signature commit together, or neither does
+            signed = [p.signature_row() for p, stored in zip(batch, ok, strict=True) if stored]
+            member_key_store.insert_signatures(conn, [r for r in signed if r is not None])
+            return ok
+
+        ok = await self._db.write_now(store)
         accepted: list[PendingBallot] = []
         for pending, accepted_here in zip(batch, ok, strict=True):
             if accepted_here:

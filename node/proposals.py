@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from node import chain_store, proposal_forms, proposal_store
+from node import chain_store, member_keys, proposal_forms, proposal_store
 from node.ballot_box import BallotBox, PendingBallot
 from node.clock import Clock, parse_rfc3339, rfc3339
 from node.errors import BadRequest, Conflict, NotFound
@@ -261,6 +261,14 @@ class Proposals:
             # inside the ballot's own transaction, so caching them skips a read.
             opened = self._opened[proposal_id] = (row["object_id"], self._spec(row))
         object_id, spec = opened
+        signature: tuple[int, str, str] | None = None
+        if member_keys.is_signed_form(raw):  # the member's own signature (§7.5)
+            if spec.secret:
+                raise member_keys.refuse_secret()
+            signed = await member_keys.check_signed_ballot(
+                self._db, voter, proposal_id, object_id, raw
+            )
+            raw, signature = signed.ballot, (signed.counter, signed.key, signed.signature)
         ballot = ballots.validate_ballot(spec, raw)
         nonce = secrets.token_bytes(ballots.NONCE_SIZE)
         receipt = ballots.ballot_receipt(object_id, ballot, nonce)
@@ -272,9 +280,15 @@ class Proposals:
                 ballot_json=msgspec.json.encode(ballot).decode(),
                 nonce_hex=None if spec.secret else nonce.hex(),
                 cast_at=rfc3339(self._clock()),
+                member_signature=signature,
             )
         )
-        return {"receipt": receipt, "nonce": nonce.hex(), "proposal": object_id}
+        return {
+            "receipt": receipt,
+            "nonce": nonce.hex(),
+            "proposal": object_id,
+            "custody": "custodial" if signature is None else "member-signed",
+        }
 
     async def close_due(self) -> list[str]:
         """Close every open proposal whose close time has passed (also after a restart)."""

@@ -1,0 +1,141 @@
+"""Members' own ballot keys on a real node (real SQLite file): registration and
+revocation as chain entries, signed ballots accepted, forged/replayed/revoked refused."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from node import chain_store, member_key_store
+from node.errors import Conflict, NotFound
+from node.member_keys import MemberKeys
+from node.proposal_forms import NewProposal
+from node.services import NodeServices
+from protocol.keys import SigningKey
+from protocol.member_ballots import MemberBallotError, sign_member_ballot
+from protocol.roster import member_keys_at
+
+KEY_A = SigningKey(b"\x0a" * 32)
+KEY_B = SigningKey(b"\x0b" * 32)
+
+
+async def chain_keys(services: NodeServices) -> dict[str, frozenset[str]]:
+    async with services.db.write() as tx:
+        blobs = await chain_store.entries_in(tx, ("RosterChange",))
+    return member_keys_at(msgspec.json.decode(b) for b in blobs)
+
+
+async def test_register_and_revoke_are_chain_entries(services: NodeServices) -> None:
+    mia = (await services.members.add("Mia")).member
+    keys = MemberKeys(services.db, services.ledger)
+    first = await keys.register(mia, KEY_A.verify_key.multibase, "laptop")
+    second = await keys.register(mia, KEY_B.verify_key.multibase, "phone")
+    assert second.registered_seq == first.registered_seq + 1
+    assert await chain_keys(services) == {
+        mia.id: frozenset({KEY_A.verify_key.multibase, KEY_B.verify_key.multibase})
+    }
+    revoked = await keys.revoke(mia, KEY_A.verify_key.multibase)
+    assert revoked.revoked_seq == second.registered_seq + 1
+    assert await chain_keys(services) == {mia.id: frozenset({KEY_B.verify_key.multibase})}
+    listed = await keys.keys_of(mia.id)
+    assert [(k.label, k.revoked_seq is None) for k in listed] == [
+        ("laptop", False),
+        ("phone", True),
+    ]
+    # a key is one member's, once; a revoked key stays revoked; nobody revokes another's
+    olu = (await services.members.add("Olu")).member
+    with pytest.raises(Conflict, match="already registered"):
+        await keys.register(olu, KEY_B.verify_key.multibase)
+    with pytest.raises(Conflict, match="already revoked"):
+        await keys.revoke(mia, KEY_A.verify_key.multibase)
+    with pytest.raises(NotFound):
+        await keys.revoke(olu, KEY_B.verify_key.multibase)
+    with pytest.raises(Exception, match="publicKeyMultibase"):
+        await keys.register(olu, "zNotAKey")
+
+
+async def open_vote(services: NodeServices, *, secret: bool = False) -> tuple[str, str]:
+    org = (await services.members.add("Org", "organizer")).member
+    p = await services.proposals.create(
+        org, NewProposal(title="Hall", method="choice", options=["north", "south"], secret=secret)
+    )
+    return p.id, p.object_id or ""
+
+
+async def test_signed_ballot_accepted_changed_and_counted(services: NodeServices) -> None:
+    mia = (await services.members.add("Mia")).member
+    await MemberKeys(services.db, services.ledger).register(mia, KEY_A.verify_key.multibase)
+    pid, object_id = await open_vote(services)
+    signed = sign_member_ballot(KEY_A, object_id, mia.id, 1, {"choice": "north"})
+    out = await services.proposals.cast(mia, pid, msgspec.to_builtins(signed))
+    assert out["custody"] == "member-signed"
+    changed = sign_member_ballot(KEY_A, object_id, mia.id, 2, {"choice": "south"})
+    await services.proposals.cast(mia, pid, msgspec.to_builtins(changed))
+    rows = await services.db.fetchall(
+        "SELECT counter, key, signature FROM ballot_signatures"
+        " WHERE proposal_id = ? ORDER BY counter",
+        (pid,),
+    )
+    assert [tuple(r) for r in rows] == [
+        (1, signed.key, signed.signature),
+        (2, changed.key, changed.signature),
+    ]
+    # replaying the first signed ballot over the newer one is refused, and stores nothing
+    with pytest.raises(Conflict, match="replay") as err:
+        await services.proposals.cast(mia, pid, msgspec.to_builtins(signed))
+    assert err.value.code == "replayed_ballot"
+    olu = (await services.members.add("Olu")).member
+    custodial = await services.proposals.cast(olu, pid, {"choice": "north"})
+    assert custodial["custody"] == "custodial"
+    view = await services.proposals.close(None, pid)
+    assert view.status == "decided"
+    assert await member_key_store.signed_counts(services.db, pid) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "forge",
+    ["other_member", "unregistered_key", "altered_choice", "wrong_proposal", "revoked"],
+)
+async def test_forged_or_revoked_signed_ballots_are_refused(
+    services: NodeServices, forge: str
+) -> None:
+    mia = (await services.members.add("Mia")).member
+    olu = (await services.members.add("Olu")).member
+    keys = MemberKeys(services.db, services.ledger)
+    await keys.register(mia, KEY_A.verify_key.multibase)
+    await keys.register(olu, KEY_B.verify_key.multibase)
+    pid, object_id = await open_vote(services)
+    body = msgspec.to_builtins(sign_member_ballot(KEY_A, object_id, mia.id, 1, {"choice": "north"}))
+    voter = mia
+    if forge == "other_member":  # the node posting Mia's signed ballot as Olu's
+        voter = olu
+    elif forge == "unregistered_key":
+        body = msgspec.to_builtins(
+            sign_member_ballot(SigningKey(b"\x0c" * 32), object_id, mia.id, 1, {"choice": "north"})
+        )
+    elif forge == "altered_choice":
+        body["ballot"] = {"choice": "south"}
+    elif forge == "wrong_proposal":
+        body = msgspec.to_builtins(
+            sign_member_ballot(KEY_A, object_id + "x", mia.id, 1, {"choice": "north"})
+        )
+    elif forge == "revoked":
+        await keys.revoke(mia, KEY_A.verify_key.multibase)
+    with pytest.raises(MemberBallotError) as err:
+        await services.proposals.cast(voter, pid, body)
+    assert err.value.status == 400
+    assert mia.id in err.value.detail or olu.id in err.value.detail or object_id in err.value.detail
+    row = await services.db.fetchone(
+        "SELECT COUNT(*) AS n FROM ballots WHERE proposal_id = ?", (pid,)
+    )
+    assert row is not None and row["n"] == 0
+
+
+async def test_secret_votes_take_no_member_signature(services: NodeServices) -> None:
+    mia = (await services.members.add("Mia")).member
+    await MemberKeys(services.db, services.ledger).register(mia, KEY_A.verify_key.multibase)
+    pid, object_id = await open_vote(services, secret=True)
+    body = msgspec.to_builtins(sign_member_ballot(KEY_A, object_id, mia.id, 1, {"choice": "north"}))
+    with pytest.raises(Exception, match="secret vote") as err:
+        await services.proposals.cast(mia, pid, body)
+    assert getattr(err.value, "code", None) == "signature_in_secret_vote"
