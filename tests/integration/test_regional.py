@@ -151,9 +151,11 @@ async def test_a_late_tally_is_rejected_and_named(cluster: Cluster) -> None:
         (cluster.region, proposal["id"]),
         (chapter(cluster, "Alder"), local["Alder"]),
     ):
-        late = await wait_until(
-            "the late tally to be named", lambda n=node, p=pid: named_late(n, p)
-        )
+
+        async def probe(n: Node = node, p: str = pid) -> dict[str, Any] | None:
+            return await named_late(n, p)
+
+        late = await wait_until("the late tally to be named", probe)
         assert late["actor"] == cedar.actor and isinstance(late["seq"], int)
         assert "after tallies were due" in late["reason"]
     view = await cluster.settled(cedar, local["Cedar"])  # it still checks the region
