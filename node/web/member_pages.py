@@ -138,10 +138,34 @@ _CONSENT_MEANING = {
 }
 
 
+def described(method: str, ballot: dict[str, Any]) -> str:
+    """A member's own ballot in words, as the page says it back to them."""
+    if method in ("consent", "choice"):
+        choice = str(ballot.get("choice", ""))
+        return choice.capitalize() if method == "consent" else choice
+    if method == "approval":
+        return ", ".join(ballot.get("choices", [])) or "none of the options"
+    if method == "ranked":
+        return ", ".join(f"{n}. {o}" for n, o in enumerate(ballot.get("ranking", []), 1))
+    scores = ballot.get("scores", {})
+    return ", ".join(f"{o}: {n}" for o, n in scores.items()) or "no scores"
+
+
+def prefill(method: str, ballot: dict[str, Any] | None) -> dict[str, Any]:
+    """What the ballot form shows ticked, so changing a vote starts from the last one."""
+    ballot = ballot or {}
+    picked = ballot.get("choices", []) if method == "approval" else [ballot.get("choice")]
+    ranks = {o: n for n, o in enumerate(ballot.get("ranking", []), 1)}
+    return {"picked": [p for p in picked if p], "rank": ranks, "score": ballot.get("scores", {})}
+
+
 @page
 async def proposal_page(request: web.Request, visit: Visit) -> web.Response:
-    visit.need_member()
-    proposal = await services(request).proposals.get(request.match_info["id"])
+    member = visit.need_member()
+    proposals = services(request).proposals
+    proposal = await proposals.get(request.match_info["id"])
+    # Keyed by the visitor's own member id: the page never shows anyone else's choice.
+    mine = await proposals.my_ballot(member, proposal.id)
     now = state(request).clock()
     return render(
         request,
@@ -153,6 +177,9 @@ async def proposal_page(request: web.Request, visit: Visit) -> web.Response:
             "consent": [(c, _CONSENT_MEANING[c]) for c in CONSENT_CHOICES],
             # the view states it for consent (None otherwise), as the signed Question does
             "block_limit": proposal.block_limit,
+            "mine": mine,
+            "mine_text": described(proposal.method, mine.ballot) if mine else None,
+            "prefill": prefill(proposal.method, mine.ballot if mine else None),
         },
     )
 
