@@ -179,7 +179,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_has_a_region_and_three_chapters_wired_together() -> None:
     spec = compose()
-    services = spec["services"]
+    services = {n: s for n, s in spec["services"].items() if n != "vote"}
     assert sorted(services) == ["chapter-a", "chapter-b", "chapter-c", "region"]
     volumes_used = []
     for name, service in services.items():
@@ -204,6 +204,24 @@ def test_compose_has_a_region_and_three_chapters_wired_together() -> None:
             assert env["REGION_URL"] == services["region"]["environment"]["NODE_URL"]
             assert service["depends_on"]["region"]["condition"] == "service_healthy"
     assert len(set(volumes_used)) == 4, "each node has its own volume"
+    # The vote runs only when asked, after every chapter is healthy, on every node's volume.
+    vote = spec["services"]["vote"]
+    assert vote["profiles"] == ["vote"]
+    assert {n for n, c in vote["depends_on"].items() if c["condition"] == "service_healthy"} == {
+        "chapter-a",
+        "chapter-b",
+        "chapter-c",
+    }
+    mounts = dict(m.split(":") for m in vote["volumes"])
+    nodes = json.loads(vote["environment"]["NODES"])
+    assert [url for _, url, _ in nodes] == [
+        services[n]["environment"]["NODE_URL"]
+        for n in ("region", "chapter-a", "chapter-b", "chapter-c")
+    ]
+    for name, url, folder in nodes:
+        service = url.removeprefix("http://").split(":")[0]
+        assert mounts[f"{service}-data"] == folder
+        assert services[service]["environment"]["NODE_NAME"] == name
 
 
 @pytest.fixture
@@ -218,8 +236,9 @@ def test_compose_scripts_run_the_region_and_chapters_on_loopback(
     tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     """Each service's own script, with service names made loopback ports: the chapters
-    come up, join the region, and the region lists all three as followers."""
-    services = compose()["services"]
+    come up, join the region, and the region lists all three as followers; then the
+    vote service's script runs `convene demo`'s regional vote on them."""
+    services = {n: s for n, s in compose()["services"].items() if n != "vote"}
     ports = {name: free_port() for name in services}
     urls = {f"http://{name}:8080": f"http://127.0.0.1:{port}" for name, port in ports.items()}
     order = ["region", *sorted(n for n in services if n != "region")]  # depends_on
@@ -266,6 +285,24 @@ def test_compose_scripts_run_the_region_and_chapters_on_loopback(
     start("chapter-a")
     assert (tmp_path / "chapter-a" / "convene.sqlite3").stat().st_ino == before
     assert wait_followers(region, chapters)["totalItems"] == 3
+
+    vote = compose()["services"]["vote"]
+    nodes = [
+        [name, urls[url], str(tmp_path / folder.rsplit("/", 1)[1])]
+        for name, url, folder in json.loads(vote["environment"]["NODES"])
+    ]
+    ran = subprocess.run(
+        [sys.executable, "-c", vote["command"][0]],
+        env={**local_env(), "NODES": json.dumps(nodes)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert "rule double-majority: PASSED" in ran.stdout, ran.stdout
+    assert "VALID: every signature" in ran.stdout, ran.stdout
+    for name in ("Riverside", "Hillcrest", "Lakeview"):
+        assert f"{name} computed it itself: verified" in ran.stdout, ran.stdout
 
 
 def wait_followers(region: str, expected: list[str]) -> dict[str, Any]:
