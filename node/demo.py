@@ -84,7 +84,7 @@ class Node:
         log.close()
 
     def stop(self) -> None:
-        """Stop gracefully (SIGINT), or kill after 10 s."""
+        """Stop gracefully (SIGTERM), or kill after 10 s."""
         self.interrupt()
         if self.proc is None:
             return
@@ -96,9 +96,11 @@ class Node:
         self.proc = None
 
     def interrupt(self) -> None:
-        """Ask the process to stop (SIGINT) without waiting for it."""
+        """Ask the process to stop without waiting for it. SIGTERM, because a process
+        started in the background inherits SIGINT ignored; the node exits gracefully
+        on either."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         """kill -9: no goodbye, as a crash or a pulled plug."""
@@ -412,8 +414,13 @@ async def run_demo(root: Path, out: Path | None, wait: bool, echo: Callable[[str
                 echo(
                     f"  {node.name:10} {node.url}/  organizer login: {node.organizer['login_url']}"
                 )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.Event().wait()
+                await stop.wait()
+            echo("stopping the nodes")
     return 0
 
 
