@@ -15,7 +15,10 @@ module that owns each rule; it never restates a rule itself:
    root); against its disclosed ballots — each validated, its receipt recomputed
    (``ballot_receipt``), its member on the roster once, recounted (counting.py) and
    the receipts' root and size recomputed (``ballots_root``) — or, for a secret vote,
-   its receipts' root and size;
+   its receipts' root and size; a member-signed ballot's signature is checked
+   (protocol/member_ballots.py ``verify_member_ballot``) against the member's keys in
+   the roster at the tally's seq (roster.py ``member_keys_at``), so a ballot the node
+   altered, or signed by a key revoked before the count, is named (§7.5);
 5. decisions (aggregate.py ``verify_decision``) against the proposal's rule and the
    tallies in the bundle;
 6. with a receipt: its inclusion proof against the tally's signed root (RFC 9162).
@@ -51,7 +54,8 @@ from protocol.bundle import Record as BundleRecord
 from protocol.chain import ChainState, audit_chains, check_entry, entry_digest
 from protocol.counting import count
 from protocol.errors import ProtocolError
-from protocol.roster import roster_at, roster_root
+from protocol.member_ballots import SignedBallot, verify_member_ballot
+from protocol.roster import member_keys_at, roster_at, roster_root
 from protocol.tally import Tally, parse_tally
 
 __all__ = [
@@ -96,6 +100,8 @@ class Tallied(msgspec.Struct, frozen=True):
     decisions: int = 0
     ballots: int = 0
     receipts: int = 0
+    member_signed: int = 0  # open ballots carrying their member's signature
+    custodial: int = 0  # open ballots the node recorded without one
 
 
 class ReceiptCheck(msgspec.Struct, frozen=True):
@@ -182,6 +188,7 @@ def audit_bundle(
     tallies_ok = 0
     ballots_ok = 0
     receipts_ok = 0
+    signed_ok = custodial_seen = 0
     for part in run(_check_tally, tally_jobs):
         advance(part.size)
         findings += part.findings
@@ -190,6 +197,8 @@ def audit_bundle(
             tallies_ok += part.ok
             ballots_ok += part.ballots_ok
             receipts_ok += part.receipts_ok
+            signed_ok += part.signed_ok
+            custodial_seen += part.custodial
     # a decision is recomputed from the tallies whose signatures and chains verified
     counted = {
         (j.tally.chapter, j.tally.proposal)
@@ -215,6 +224,8 @@ def audit_bundle(
         decisions=len(b.decisions),
         ballots=sum(len(v) for v in b.ballots.values()),
         receipts=sum(len(v) for v in b.receipts.values()),
+        member_signed=sum(r.signature is not None for v in b.ballots.values() for r in v),
+        custodial=sum(r.signature is None for v in b.ballots.values() for r in v),
     )
     verified = Tallied(
         actors=actors_ok,
@@ -224,6 +235,8 @@ def audit_bundle(
         decisions=sum(1 for d in decisions_ok if d in valid),
         ballots=ballots_ok,
         receipts=receipts_ok,
+        member_signed=signed_ok,
+        custodial=custodial_seen,  # recorded by a verified tally, on the node's word
     )
     return AuditReport(
         seen=seen,
@@ -412,10 +425,15 @@ class _TallyJob(msgspec.Struct, frozen=True):
     roster: frozenset[str]  # member ids on the roster at ``seq``
     roster_size: int
     roster_root: str
-    # (member, ballot, nonce, receipt): plain tuples pickle an order of magnitude
-    # faster than Structs when a process pool ships hundreds of thousands of them.
-    ballots: list[tuple[str, dict[str, Any], str, str]]
+    # (member, ballot, nonce, receipt, (counter, key, signature) or None): plain tuples
+    # pickle an order of magnitude faster than Structs when a process pool ships
+    # hundreds of thousands of them.
+    ballots: list[tuple[str, dict[str, Any], str, str, tuple[int, str, str] | None]]
     receipts: list[str]
+    # member → (keys held at ``seq``, every key registered to them up to ``seq``)
+    member_keys: dict[str, tuple[frozenset[str], frozenset[str]]] = msgspec.field(
+        default_factory=dict
+    )
 
 
 class _TallyPart(msgspec.Struct, frozen=True):
@@ -426,6 +444,8 @@ class _TallyPart(msgspec.Struct, frozen=True):
     ballots_ok: int
     receipts_ok: int
     findings: list[Finding]
+    signed_ok: int = 0
+    custodial: int = 0
 
 
 def _tally_jobs(
@@ -488,8 +508,13 @@ def _tally_jobs(
                 roster=members,
                 roster_size=size,
                 roster_root=root,
-                ballots=[(r.member, r.ballot, r.nonce, r.receipt) for r in b.ballots.get(key, [])],
+                ballots=[_ballot_tuple(r) for r in b.ballots.get(key, [])],
                 receipts=b.receipts.get(key, []),
+                member_keys=(
+                    rosters.keys_at(actor, seq)
+                    if any(r.signature is not None for r in b.ballots.get(key, []))
+                    else {}
+                ),
             )
         )
     for (actor, proposal), records in sorted(b.ballots.items()):
@@ -504,6 +529,20 @@ def _tally_jobs(
                 )
             )
     return jobs, tallies
+
+
+def _ballot_tuple(
+    r: BallotRecord,
+) -> tuple[str, dict[str, Any], str, str, tuple[int, str, str] | None]:
+    signed = None
+    if r.signature is not None or r.key is not None or r.counter is not None:
+        # all three or none: a partial signature is checked (and fails) as a signed one
+        signed = (
+            r.counter if r.counter is not None else -1,
+            r.key or "",
+            r.signature or "",
+        )
+    return (r.member, r.ballot, r.nonce, r.receipt, signed)
 
 
 class _Rosters:
@@ -528,6 +567,17 @@ class _Rosters:
             self._memo[key] = (frozenset(roster), size, root)
         return self._memo[key]
 
+    def keys_at(self, actor: str, seq: int) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+        """Each member's keys held at ``seq`` and every key ever registered to them."""
+        held = member_keys_at(self._entries[actor], seq)
+        ever: dict[str, set[str]] = defaultdict(set)
+        for e in self._entries[actor]:
+            is_key = e.get("type") == "RosterChange" and e.get("operation") == "key"
+            if is_key and isinstance(e.get("seq"), int) and e["seq"] <= seq:
+                ever[str(e.get("member"))].add(str(e.get("memberKey")))
+        members = set(held) | set(ever)
+        return {m: (held.get(m, frozenset()), frozenset(ever.get(m, ()))) for m in members}
+
 
 def _check_tally(job: _TallyJob) -> _TallyPart:
     """One tally against its proposal, the roster at its seq and its disclosed ballots."""
@@ -550,9 +600,11 @@ def _check_tally(job: _TallyJob) -> _TallyPart:
         )
     if t.eligible != size:
         fail("eligible_mismatch", f"tally states {t.eligible} eligible; the roster has {size}")
-    ballots_ok = receipts_ok = recounted = 0
+    ballots_ok = receipts_ok = recounted = signed_ok = custodial = 0
     if job.ballots:
         ballots_ok = _recount(job, fail)
+        signed_ok = _check_member_signatures(job, fail)
+        custodial = sum(b[4] is None for b in job.ballots)
         recounted = 1
         if spec.secret:
             fail("secret_ballot_disclosed", "a secret vote's ballots are in the bundle")
@@ -562,7 +614,38 @@ def _check_tally(job: _TallyJob) -> _TallyPart:
     elif t.cast == 0:
         recounted = 1  # nothing to disclose: check_tally has checked the empty root
     size = len(job.ballots) + len(job.receipts)
-    return _TallyPart(job.entry_id, size, not out, recounted, ballots_ok, receipts_ok, out)
+    return _TallyPart(
+        job.entry_id, size, not out, recounted, ballots_ok, receipts_ok, out, signed_ok, custodial
+    )
+
+
+def _check_member_signatures(job: _TallyJob, fail: Callable[[str, str], None]) -> int:
+    """Each member-signed ballot against the member's keys at the tally's seq (§7.5)."""
+    ok = 0
+    for member, raw, _nonce, receipt, signed in job.ballots:
+        if signed is None:
+            continue  # custodial: the node's word only, counted as such in the report
+        counter, key, signature = signed
+        held, ever = job.member_keys.get(member, (frozenset(), frozenset()))
+        if key not in held and key in ever:
+            fail(
+                "revoked_member_key",
+                f"ballot {receipt:.64} of member {member!r:.100} is signed by key {key:.60}, "
+                f"revoked before the tally at seq {job.seq}",
+            )
+            continue
+        try:
+            verify_member_ballot(
+                SignedBallot(job.tally.proposal, member, counter, raw, key, signature),
+                proposal=job.tally.proposal,
+                member=member,
+                member_keys=held,
+            )
+        except ProtocolError as exc:
+            fail(exc.code, f"ballot {receipt:.64}: {exc.detail}")
+            continue
+        ok += 1
+    return ok
 
 
 def _recount(job: _TallyJob, fail: Callable[[str, str], None]) -> int:
@@ -571,7 +654,7 @@ def _recount(job: _TallyJob, fail: Callable[[str, str], None]) -> int:
     receipts: list[str] = []
     voters: set[str] = set()
     ok = 0
-    for member, raw, nonce_hex, receipt in job.ballots:
+    for member, raw, nonce_hex, receipt, _signed in job.ballots:
         try:
             ballot = validate_ballot(spec, raw)
             nonce = bytes.fromhex(nonce_hex) if len(nonce_hex) == 64 else b""

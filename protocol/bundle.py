@@ -70,12 +70,19 @@ class EntryRecord(
 
 
 class BallotRecord(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="ballot", tag_field="kind"
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    tag="ballot",
+    tag_field="kind",
 ):
     """An open (roll-call) ballot as counted by ``actor``'s tally of ``proposal``.
 
     ``receipt`` must equal ``ballot_receipt(proposal, ballot, nonce)``; the auditor
-    recomputes it and recounts the tally from these records.
+    recomputes it and recounts the tally from these records. A member-signed ballot
+    also carries ``counter``, ``key`` and ``signature`` (protocol/member_ballots.py,
+    docs/protocol.md §7.5); a custodial one carries none of the three.
     """
 
     actor: str
@@ -84,6 +91,9 @@ class BallotRecord(
     ballot: dict[str, Any]
     nonce: str
     receipt: str
+    counter: int | None = None
+    key: str | None = None
+    signature: str | None = None
 
 
 class ReceiptRecord(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocol.audit import AuditReport, audit_bundle
+from protocol.ballots import ProposalSpec, ballot_receipt, spec_fields, validate_ballot
+from protocol.bundle import (
+    ActorRecord,
+    BallotRecord,
+    EntryRecord,
+    encode_bundle,
+    header,
+    parse_bundle,
+)
 from protocol.canonical import canonicalize
+from protocol.chain import entry_digest, genesis
+from protocol.counting import make_tally
+from protocol.entries import key_id, make_entry, multikey, roster_change_body
 from protocol.keys import SigningKey, b58decode, b58encode
 from protocol.member_ballots import (
     MemberBallotError,
@@ -21,7 +35,8 @@ from protocol.member_ballots import (
     signed_ballot_payload,
     verify_member_ballot,
 )
-from protocol.roster import RosterError, key_change_body, member_keys_at, roster_at
+from protocol.roster import RosterError, key_change_body, member_keys_at, roster_at, roster_root
+from protocol.tally import tally_body
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "w3c-vc-di-eddsa"
 ACTOR = "https://chapter.example/actor"
@@ -222,3 +237,120 @@ def test_key_change_body_refuses_a_bad_key_or_operation() -> None:
         key_change_body("add", "m-a", K1)
     with pytest.raises(Exception, match="publicKeyMultibase"):
         key_change_body("key", "m-a", flip(K1, 0))
+
+
+# -- the audit of member-signed ballots (protocol/audit.py) ---------------------------
+
+CHAPTER = "https://a.example/actor"
+T0 = "2026-11-26T14:00:00Z"
+MEMBER_KEYS = {"a1": SigningKey(b"\x11" * 32), "a2": SigningKey(b"\x12" * 32)}
+
+
+def audit_world(
+    *, forge: bool = False, revoke: bool = False, drop_signature: bool = False
+) -> AuditReport:
+    """One chapter: a1 and a2 register keys and sign, a3 votes custodially; the node
+    tallies. ``forge``: the node turns a1's "parks" into "transit" before counting,
+    recomputing the receipt and the tally consistently, keeping a1's signature.
+    ``revoke``: a1's key is revoked before the tally."""
+    key = SigningKey(hashlib.sha256(CHAPTER.encode()).digest())
+    entries: list[dict[str, Any]] = [genesis(CHAPTER, "A", "chapter", key, T0)]
+
+    def append(body: dict[str, Any]) -> dict[str, Any]:
+        entry = make_entry(
+            body,
+            actor=CHAPTER,
+            seq=len(entries),
+            prev=entry_digest(entries[-1]),
+            key=key,
+            key_id=key_id(CHAPTER, 0),
+            published=T0,
+        )
+        entries.append(entry)
+        return entry
+
+    for m in ("a1", "a2", "a3"):
+        append(roster_change_body("add", m, "member"))
+    for m, k in MEMBER_KEYS.items():
+        append(key_change_body("key", m, k.verify_key.multibase))
+    spec = ProposalSpec(method="choice", options=("parks", "transit"))
+    question = append({"type": "Question", "name": "Budget", **spec_fields(spec)})
+    votes = {"a1": {"choice": "parks"}, "a2": {"choice": "transit"}, "a3": {"choice": "parks"}}
+    records: list[Any] = []
+    typed = []
+    for m, raw in votes.items():
+        signed = None
+        if m in MEMBER_KEYS:
+            signed = sign_member_ballot(MEMBER_KEYS[m], question["id"], m, 1, raw)
+        if forge and m == "a1":
+            raw = {"choice": "transit"}
+        nonce = hashlib.sha256(m.encode()).digest()
+        ballot = validate_ballot(spec, raw)
+        typed.append(ballot)
+        extra = {}
+        if signed is not None and not (drop_signature and m == "a1"):
+            extra = {"counter": signed.counter, "key": signed.key, "signature": signed.signature}
+        records.append(
+            BallotRecord(
+                actor=CHAPTER,
+                proposal=question["id"],
+                member=m,
+                ballot=raw,
+                nonce=nonce.hex(),
+                receipt=ballot_receipt(question["id"], ballot, nonce),
+                **extra,
+            )
+        )
+    if revoke:
+        append(key_change_body("revoke-key", "a1", MEMBER_KEYS["a1"].verify_key.multibase))
+    size, root = roster_root(roster_at(entries))
+    tally = make_tally(
+        spec,
+        chapter=CHAPTER,
+        proposal=question["id"],
+        proposal_digest=entry_digest(question),
+        ballots=typed,
+        receipts=[r.receipt for r in records],
+        eligible=size,
+        roster_root=root,
+        roster_size=size,
+    )
+    append({"type": "Tally", **tally_body(tally)})
+    doc = {
+        "id": CHAPTER,
+        "type": "Group",
+        "outbox": f"{CHAPTER}/outbox",
+        "assertionMethod": [multikey(CHAPTER, 0, key.verify_key)],
+    }
+    bundle: list[Any] = [ActorRecord(document=doc), *(EntryRecord(entry=e) for e in entries)]
+    raw_bundle = encode_bundle(header(CHAPTER, T0), [*bundle, *records])
+    return audit_bundle(parse_bundle(raw_bundle)[1])
+
+
+def test_audit_counts_signed_and_custodial_ballots() -> None:
+    report = audit_world()
+    assert report.findings == ()
+    assert (report.seen.member_signed, report.seen.custodial) == (2, 1)
+    assert (report.verified.member_signed, report.verified.custodial) == (2, 1)
+
+
+def test_audit_names_a_ballot_the_node_altered() -> None:
+    report = audit_world(forge=True)
+    assert [(f.actor, f.seq, f.what) for f in report.findings] == [
+        (CHAPTER, 7, "bad_member_signature")
+    ]
+    assert "a1" in report.findings[0].why
+    assert report.verified.member_signed == 1
+
+
+def test_audit_names_a_ballot_signed_by_a_revoked_key() -> None:
+    report = audit_world(revoke=True)
+    assert [f.what for f in report.findings] == ["revoked_member_key"]
+    assert "a1" in report.findings[0].why and "revoked" in report.findings[0].why
+
+
+def test_a_dropped_signature_makes_the_ballot_custodial_in_the_report() -> None:
+    # the node can always withhold a signature; the report then says so in numbers
+    report = audit_world(drop_signature=True)
+    assert report.ok
+    assert (report.seen.member_signed, report.seen.custodial) == (1, 2)
