@@ -216,6 +216,8 @@ def summary(source: str, report: AuditReport) -> str:
         "their ballots or receipts)",
         f"  decisions  {v.decisions}/{s.decisions} verified",
         f"  ballots    {v.ballots}/{s.ballots} verified",
+        f"             {v.member_signed}/{s.member_signed} member-signed verified, "
+        f"{s.custodial} custodial (recorded by the node without a member signature)",
         f"  receipts   {v.receipts}/{s.receipts} verified",
     ]
     if report.equivocating:
@@ -297,8 +299,10 @@ def audit(
 # only, without member, ballot and nonce).
 _COUNTED_BALLOTS_SQL = (
     "SELECT p.object_id AS proposal, p.spec AS spec, b.member_id AS member,"
-    " b.ballot AS ballot, b.nonce AS nonce, b.receipt AS receipt"
+    " b.ballot AS ballot, b.nonce AS nonce, b.receipt AS receipt,"
+    " s.counter AS counter, s.key AS key, s.signature AS signature"
     " FROM ballots b JOIN proposals p ON p.id = b.proposal_id"
+    " LEFT JOIN ballot_signatures s ON s.receipt = b.receipt"  # member-signed (§7.5)
     " WHERE b.counted = 1 AND p.tally_seq IS NOT NULL"
     " ORDER BY p.object_id, b.receipt"
 )
@@ -364,6 +368,9 @@ async def bundle_records(services: NodeServices) -> list[Body]:
                     ballot=msgspec.json.decode(row["ballot"]),
                     nonce=row["nonce"],
                     receipt=row["receipt"],
+                    counter=row["counter"],
+                    key=row["key"],
+                    signature=row["signature"],
                 )
             )
     return records

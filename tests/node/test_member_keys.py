@@ -3,14 +3,20 @@ revocation as chain entries, signed ballots accepted, forged/replayed/revoked re
 
 from __future__ import annotations
 
+import sqlite3
+
 import msgspec
 import pytest
 
 from node import chain_store, member_key_store
+from node.audit_command import bundle_records
 from node.errors import Conflict, NotFound
 from node.member_keys import MemberKeys
 from node.proposal_forms import NewProposal
 from node.services import NodeServices
+from protocol import ballots
+from protocol.audit import audit_bundle
+from protocol.bundle import BallotRecord
 from protocol.keys import SigningKey
 from protocol.member_ballots import MemberBallotError, sign_member_ballot
 from protocol.roster import member_keys_at
@@ -139,3 +145,52 @@ async def test_secret_votes_take_no_member_signature(services: NodeServices) -> 
     with pytest.raises(Exception, match="secret vote") as err:
         await services.proposals.cast(mia, pid, body)
     assert getattr(err.value, "code", None) == "signature_in_secret_vote"
+
+
+async def test_export_carries_signatures_and_the_audit_catches_an_edited_row(
+    services: NodeServices,
+) -> None:
+    mia = (await services.members.add("Mia")).member
+    olu = (await services.members.add("Olu")).member
+    await MemberKeys(services.db, services.ledger).register(mia, KEY_A.verify_key.multibase)
+    pid, object_id = await open_vote(services)
+    signed = sign_member_ballot(KEY_A, object_id, mia.id, 1, {"choice": "north"})
+    mine = await services.proposals.cast(mia, pid, msgspec.to_builtins(signed))
+    await services.proposals.cast(olu, pid, {"choice": "south"})
+    # the operator edits Mia's row in the SQLite file before the count, consistently:
+    # new choice, the receipt recomputed from the stored nonce (signature rows follow)
+    forged = ballots.ChoiceBallot(choice="south")
+    receipt = ballots.ballot_receipt(object_id, forged, bytes.fromhex(mine["nonce"]))
+    with sqlite3.connect(services.config.database_path) as conn:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute(
+            "UPDATE ballots SET ballot = ?, receipt = ? WHERE receipt = ?",
+            ('{"choice":"south"}', receipt, mine["receipt"]),
+        )
+        conn.execute(
+            "UPDATE ballot_signatures SET receipt = ? WHERE receipt = ?", (receipt, mine["receipt"])
+        )
+    await services.proposals.close(None, pid)
+    report = audit_bundle(await bundle_records(services))
+    assert [(f.what, f.seq) for f in report.findings] == [
+        ("bad_member_signature", report.findings[0].seq)
+    ]
+    assert mia.id in report.findings[0].why and receipt in report.findings[0].why
+    assert (report.seen.member_signed, report.seen.custodial) == (1, 1)
+    assert (report.verified.member_signed, report.verified.custodial) == (0, 1)
+
+
+async def test_export_of_an_honest_signed_vote_audits_clean(services: NodeServices) -> None:
+    mia = (await services.members.add("Mia")).member
+    await MemberKeys(services.db, services.ledger).register(mia, KEY_A.verify_key.multibase)
+    pid, object_id = await open_vote(services)
+    for counter, choice in ((1, "north"), (5, "south")):
+        signed = sign_member_ballot(KEY_A, object_id, mia.id, counter, {"choice": choice})
+        await services.proposals.cast(mia, pid, msgspec.to_builtins(signed))
+    await services.proposals.close(None, pid)
+    records = await bundle_records(services)
+    report = audit_bundle(records)
+    assert report.ok, report.findings
+    assert report.verified.member_signed == 1  # the last ballot counts, with counter 5
+    (ballot,) = [r for r in records if isinstance(r, BallotRecord)]
+    assert (ballot.counter, ballot.ballot) == (5, {"choice": "south"})
