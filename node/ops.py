@@ -526,9 +526,12 @@ def _run(
 ) -> None:
     try:
         out = job()
-    except NodeError as exc:
-        detail = {"error": exc.code, "detail": exc.detail}
-        click.echo(json.dumps(detail) if as_json else f"convene: {exc.detail}", err=True)
+    except (NodeError, OSError) as exc:
+        # A full disk or a folder that cannot be written is the operator's to fix: say
+        # which file and why, without a traceback.
+        code, why = (exc.code, exc.detail) if isinstance(exc, NodeError) else ("io_error", str(exc))
+        detail = {"error": code, "detail": why}
+        click.echo(json.dumps(detail) if as_json else f"convene: {why}", err=True)
         raise SystemExit(1) from exc
     click.echo(json.dumps(out) if as_json else text(out))
 

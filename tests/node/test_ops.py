@@ -514,6 +514,16 @@ def test_backup_of_a_missing_node_says_where(tmp_path: Path) -> None:
     assert not (tmp_path / "b.tar.gz").exists()
 
 
+def test_backup_to_a_place_it_cannot_write_says_why(tmp_path: Path) -> None:
+    data = asyncio.run(new_node(tmp_path, "riverside"))
+    (tmp_path / "a-file").write_text("not a folder")
+    target = tmp_path / "a-file" / "b.tar.gz"
+    code, _, err = cli("backup", "--data", str(data), "--out", str(target), "--json")
+    assert code == 1
+    answer = json.loads(err)
+    assert answer["error"] == "io_error" and "a-file" in answer["detail"]
+
+
 def test_backup_commands_are_on_the_convene_cli() -> None:
     out = run_cli("--help").stdout
     assert "backup" in out and "restore" in out
