@@ -34,7 +34,7 @@ import msgspec
 
 from protocol.ballots import parse_fraction
 from protocol.errors import BallotError
-from protocol.events import ConveningError, Source, source
+from protocol.events import ConveningError, Source, read_body, source
 
 __all__ = [
     "CONFIG_TYPE",
@@ -121,23 +121,6 @@ class Agenda(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return tuple(i for i in self.items if i.status == "dropped")
 
 
-def _read(entry: Mapping[str, Any], shape: type[Any], type_name: str) -> tuple[Source, Any]:
-    src = source(entry)
-    if entry.get("type") != type_name:
-        raise ConveningError(
-            f"entry type is {entry.get('type')!r:.40}, not {type_name!r}",
-            actor=src.actor,
-            seq=src.seq,
-        )
-    picked = {k: entry[k] for k in shape.__struct_fields__ if k in entry}
-    try:
-        return src, msgspec.convert(picked, shape, strict=True)
-    except msgspec.ValidationError as exc:
-        raise ConveningError(
-            f"{type_name} is malformed: {exc}", actor=src.actor, seq=src.seq
-        ) from None
-
-
 def _built(body: dict[str, Any], shape: type[Any]) -> Any:
     """Refuse to build a body its own parser would refuse."""
     try:
@@ -173,7 +156,7 @@ def _check_config(cfg: AgendaConfig, src: Source | None) -> None:
 
 
 def parse_config(entry: Mapping[str, Any]) -> tuple[Source, AgendaConfig]:
-    src, cfg = _read(entry, AgendaConfig, CONFIG_TYPE)
+    src, cfg = read_body(entry, AgendaConfig, CONFIG_TYPE)
     _check_config(cfg, src)
     return src, cfg
 
@@ -215,7 +198,7 @@ def parse_submission(config: Mapping[str, Any], entry: Mapping[str, Any]) -> Sub
     """Decode a submission and check it is addressed to this config by a listed chapter
     (what an inbox checks before storing it)."""
     cfg_src, cfg = parse_config(config)
-    src, sub = _read(entry, Submission, SUBMISSION_TYPE)
+    src, sub = read_body(entry, Submission, SUBMISSION_TYPE)
     _addressed(src, sub.region, sub.config, cfg_src, cfg)
     result: Submission = sub
     return result
@@ -224,7 +207,7 @@ def parse_submission(config: Mapping[str, Any], entry: Mapping[str, Any]) -> Sub
 def parse_sponsorship(config: Mapping[str, Any], entry: Mapping[str, Any]) -> Sponsorship:
     """Decode a sponsorship and check it is addressed to this config by a listed chapter."""
     cfg_src, cfg = parse_config(config)
-    src, sp = _read(entry, Sponsorship, SPONSORSHIP_TYPE)
+    src, sp = read_body(entry, Sponsorship, SPONSORSHIP_TYPE)
     _addressed(src, sp.region, sp.config, cfg_src, cfg)
     result: Sponsorship = sp
     return result
@@ -263,12 +246,12 @@ def compute_agenda(
     cfg_src, cfg = parse_config(config)
     items: dict[str, tuple[Source, Submission]] = {}
     for entry in submissions:
-        src, sub = _read(entry, Submission, SUBMISSION_TYPE)
+        src, sub = read_body(entry, Submission, SUBMISSION_TYPE)
         _addressed(src, sub.region, sub.config, cfg_src, cfg)
         items[src.digest] = (src, sub)
     sponsors: dict[str, set[str]] = {d: {src.actor} for d, (src, _) in items.items()}
     for entry in sponsorships:
-        src, sp = _read(entry, Sponsorship, SPONSORSHIP_TYPE)
+        src, sp = read_body(entry, Sponsorship, SPONSORSHIP_TYPE)
         _addressed(src, sp.region, sp.config, cfg_src, cfg)
         if sp.item not in sponsors:
             raise ConveningError(

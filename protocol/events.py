@@ -45,6 +45,7 @@ __all__ = [
     "event_body",
     "parse_attendance",
     "parse_event",
+    "read_body",
     "source",
     "sum_attendance",
 ]
@@ -85,8 +86,9 @@ def source(entry: Mapping[str, Any]) -> Source:
     return Source(actor=actor, seq=seq, digest=digest(dict(entry)))
 
 
-def _read(entry: Mapping[str, Any], shape: type[Any], type_name: str) -> Any:
-    """Strictly decode the body fields of ``entry`` (envelope keys are ignored)."""
+def read_body(entry: Mapping[str, Any], shape: type[Any], type_name: str) -> tuple[Source, Any]:
+    """``(source, body)``: the fields of ``shape`` strictly decoded from an entry of type
+    ``type_name`` (envelope and unknown keys are ignored; the proof covers them)."""
     where = source(entry)
     if entry.get("type") != type_name:
         raise ConveningError(
@@ -96,7 +98,7 @@ def _read(entry: Mapping[str, Any], shape: type[Any], type_name: str) -> Any:
         )
     picked = {k: entry[k] for k in shape.__struct_fields__ if k in entry}
     try:
-        return msgspec.convert(picked, shape, strict=True)
+        return where, msgspec.convert(picked, shape, strict=True)
     except msgspec.ValidationError as exc:
         raise ConveningError(
             f"{type_name} is malformed: {exc}", actor=where.actor, seq=where.seq
@@ -169,8 +171,7 @@ def event_body(
 
 def parse_event(entry: Mapping[str, Any]) -> Event:
     """Strictly decode an ``Event`` entry (or body with ``actor`` and ``seq``)."""
-    ev: Event = _read(entry, Event, EVENT_TYPE)
-    where = source(entry)
+    where, ev = read_body(entry, Event, EVENT_TYPE)
     return _check_event(ev, where.actor, where.seq)
 
 
@@ -238,16 +239,16 @@ def attendance_body(
 
 def parse_attendance(entry: Mapping[str, Any]) -> Attendance:
     """Strictly decode an ``Attendance`` entry and check that it adds up."""
-    att: Attendance = _read(entry, Attendance, ATTENDANCE_TYPE)
+    where, att = read_body(entry, Attendance, ATTENDANCE_TYPE)
     answered = att.going + att.maybe + att.not_going
     if answered > att.members:
-        where = source(entry)
         raise ConveningError(
             f"going + maybe + not going = {answered} exceeds the roster of {att.members}",
             actor=where.actor,
             seq=where.seq,
         )
-    return att
+    result: Attendance = att
+    return result
 
 
 # --- the region's sum --------------------------------------------------------------

@@ -143,6 +143,7 @@ def test_bad_entries_are_rejected_naming_actor_and_seq() -> None:
     cases: list[tuple[list[dict[str, Any]], list[dict[str, Any]], str, str, int]] = [
         ([{**a, "title": ""}], [], "AgendaSubmission is malformed", CHAPTERS[0], 4),
         ([{**a, "title": 7}], [], "Expected `str`, got `int`", CHAPTERS[0], 4),
+        ([{**a, "summary": "x" * 20_001}], [], "length <= 20000", CHAPTERS[0], 4),
         ([submit(other_cfg, CHAPTERS[0], "X")], [], "not this agenda", CHAPTERS[0], 4),
         ([submit(cfg, stranger, "X")], [], "does not take part", stranger, 4),
         (
