@@ -92,17 +92,28 @@ class Database:
         self._inline: sqlite3.Connection | None = None
 
     async def open(self, *, upto: Mapping[str, int] | None = None) -> None:
-        """Open (creating if needed) and migrate. `upto` stops early; tests use it."""
+        """Open (creating if needed) and migrate. `upto` stops early; tests use it.
+
+        On any failure (a file newer than this program, a locked or corrupt file)
+        everything opened so far is closed before the error leaves: each aiosqlite
+        connection is a non-daemon thread, and one left open keeps the process alive
+        after the command has failed.
+        """
+        try:
+            await self._open(upto or {})
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open(self, upto: Mapping[str, int]) -> None:
         fresh = not self.path.exists()
         self._writer = await _connect(self.path)
         if fresh:
             os.chmod(self.path, 0o600)
         await self._writer.execute("PRAGMA journal_mode = WAL")
-        await self._migrate(self.migrations, upto or {})
+        await self._migrate(self.migrations, upto)
         for _ in range(self._reader_count):
-            reader = await _connect(self.path)
-            await reader.execute("PRAGMA query_only = ON")
-            self._readers.append(reader)
+            self._readers.append(await _connect(self.path, query_only=True))
         self._next_reader = itertools.cycle(range(len(self._readers)))
         self._inline = sqlite3.connect(self.path, isolation_level=None)
         self._inline.row_factory = sqlite3.Row
@@ -116,15 +127,16 @@ class Database:
         return self._writer
 
     async def close(self) -> None:
-        for conn in self._readers:
+        """Close every connection; safe to call twice or after a failed `open`."""
+        readers, self._readers = self._readers, []
+        for conn in readers:
             await conn.close()
-        self._readers = []
         if self._inline is not None:
             self._inline.close()
             self._inline = None
         if self._writer is not None:
-            await self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            await writer.close()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
@@ -230,11 +242,15 @@ def _statements(script: str) -> list[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
+async def _connect(path: Path, *, query_only: bool = False) -> aiosqlite.Connection:
     # isolation_level=None: we issue BEGIN ourselves, so nothing opens a transaction behind
     # our back; check_same_thread is irrelevant because aiosqlite owns one thread each.
     conn = await aiosqlite.connect(path, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    for pragma in _PRAGMAS:
-        await conn.execute(pragma)
+    try:
+        conn.row_factory = sqlite3.Row
+        for pragma in (*_PRAGMAS, *(["PRAGMA query_only = ON"] if query_only else [])):
+            await conn.execute(pragma)
+    except BaseException:
+        await conn.close()  # not yet handed to the Database, so nobody else would
+        raise
     return conn

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from node.config import DATABASE_FILE
 from node.schema import NODE_MIGRATIONS
 from node.storage import Database, StorageError
 
@@ -96,3 +99,39 @@ async def test_a_newer_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="newer than this program"):
         await older_code.open()
     await older_code.close()
+
+
+async def test_a_failed_open_closes_what_it_opened(tmp_path: Path) -> None:
+    path = tmp_path / "n.sqlite3"
+    await (await open_db(path)).close()
+    older_code = Database(path, {"node": NODE_MIGRATIONS[:1]})
+    with pytest.raises(StorageError):
+        await older_code.open()
+    with pytest.raises(StorageError, match="is not open"):
+        _ = older_code.writer  # the writer thread was closed, not left running
+    await older_code.close()  # and closing again is harmless
+
+
+def test_cli_on_a_newer_database_exits_promptly_with_the_reason(tmp_path: Path) -> None:
+    # The real console script in its own process: a leaked aiosqlite thread would keep
+    # it alive after the error, so the timeout is the assertion.
+    convene = str(Path(sys.executable).with_name("convene"))
+    data = tmp_path / "data"
+    subprocess.run(
+        [convene, "init", "--name", "c", "--url", "http://127.0.0.1:9", "--data", str(data)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    with sqlite3.connect(data / DATABASE_FILE) as conn:
+        conn.execute("INSERT INTO schema_migrations (component, version) VALUES ('node', 999)")
+    for command in (["member", "list"], ["serve", "--port", "9"]):
+        done = subprocess.run(
+            [convene, *command, "--data", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode != 0, command
+        assert "newer than this program" in done.stderr, (command, done.stderr)
+        assert "schema 999" in done.stderr
