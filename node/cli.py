@@ -90,8 +90,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "export": ("node.audit_command", "export"),
     "join": ("node.federation_glue", "join_command"),
     "leave": ("node.federation_glue", "leave_command"),
-    "backup": ("node.ops", "backup_command"),
-    "restore": ("node.ops", "restore_command"),
+    "backup": ("node.backup", "backup_command"),
+    "restore": ("node.backup", "restore_command"),
     "demo": ("node.demo", "demo_command"),
     "key": ("node.keys_command", "key_group"),
 }
