@@ -7,7 +7,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from node import member_key_store
+from node.api import authenticate, json_response, read_json
 from node.errors import BadRequest, NodeError, Unauthorized
+from node.member_keys import MemberKeys
+from node.members import Member
 from node.proposal_forms import ProposalView
 from node.regional import REGIONAL_KEY
 from node.web.ballot_form import ballot_from_form
@@ -27,6 +31,7 @@ from protocol import ballots
 from protocol.aggregate import parse_decision
 from protocol.ballots import CONSENT_CHOICES
 from protocol.errors import ProtocolError
+from protocol.member_ballots import decode_signed_ballot
 from protocol.tally import parse_tally
 
 RECENT = 10
@@ -180,6 +185,7 @@ async def proposal_page(request: web.Request, visit: Visit) -> web.Response:
             "mine": mine,
             "mine_text": described(proposal.method, mine.ballot) if mine else None,
             "prefill": prefill(proposal.method, mine.ballot if mine else None),
+            "signing": await signing_context(request, member, proposal),
         },
     )
 
@@ -190,7 +196,11 @@ async def cast_vote(request: web.Request, visit: Visit) -> web.Response:
     proposals = services(request).proposals
     proposal = await proposals.get(request.match_info["id"])
     form = await read_form(request, visit, f"vote on {proposal.id}")
-    raw = ballot_from_form(proposal.method, proposal.options, form)
+    signed = str(form.get("signed_ballot", "")).strip()  # set by member_keys.js (§7.5)
+    if signed:
+        raw: dict[str, Any] = msgspec.to_builtins(decode_signed_ballot(signed))
+    else:
+        raw = ballot_from_form(proposal.method, proposal.options, form)
     receipt = await proposals.cast(member, proposal.id, raw)
     return render(request, visit, "receipt.html", {"p": proposal, "receipt": receipt}, 201)
 
@@ -290,7 +300,86 @@ async def check_receipt(request: web.Request, visit: Visit) -> web.Response:
     return render(request, visit, "check.html", context | {"verified": proof})
 
 
+# -- members' own ballot keys (node/member_keys.py; docs/protocol.md §5.5, §7.5) -------
+
+
+def _member_keys(request: web.Request) -> MemberKeys:
+    svc = services(request)
+    return MemberKeys(svc.db, svc.ledger)
+
+
+async def signing_context(
+    request: web.Request, member: Member, p: ProposalView
+) -> dict[str, Any] | None:
+    """What member_keys.js needs to sign this member's ballot; None where ballots are
+    not signed (secret votes, or nothing to vote on)."""
+    if p.status != "open" or p.secret or not p.object_id:
+        return None
+    keys = await _member_keys(request).keys_of(member.id)
+    last = await member_key_store.last_counter(services(request).db, p.id, member.id)
+    return {
+        "member": member.id,
+        "proposal": p.object_id,
+        "next_counter": (last or 0) + 1,
+        "current": " ".join(k.key for k in keys if k.revoked_seq is None),
+        "revoked": " ".join(k.key for k in keys if k.revoked_seq is not None),
+    }
+
+
+@page
+async def keys_page(request: web.Request, visit: Visit) -> web.Response:
+    member = visit.need_member()
+    keys = await _member_keys(request).keys_of(member.id)
+    current = " ".join(k.key for k in keys if k.revoked_seq is None)
+    revoked = " ".join(k.key for k in keys if k.revoked_seq is not None)
+    context = {"keys": keys, "current": current, "revoked": revoked}
+    return render(request, visit, "keys.html", context)
+
+
+@page
+async def register_key(request: web.Request, visit: Visit) -> web.Response:
+    member = visit.need_member()
+    form = await read_form(request, visit, "register a device key")
+    key, label = str(form.get("key", "")), str(form.get("label", ""))
+    await _member_keys(request).register(member, key, label)
+    return redirect("/account/keys")
+
+
+@page
+async def revoke_key(request: web.Request, visit: Visit) -> web.Response:
+    member = visit.need_member()
+    form = await read_form(request, visit, "revoke a device key")
+    await _member_keys(request).revoke(member, str(form.get("key", "")))
+    return redirect("/account/keys")
+
+
+async def api_keys(request: web.Request) -> web.Response:
+    member = await authenticate(request)
+    keys = await _member_keys(request).keys_of(member.id)
+    return json_response({"items": [k.to_json() for k in keys]})
+
+
+async def api_key_change(request: web.Request) -> web.Response:
+    """POST /api/members/me/keys {key, label} registers; .../keys/revoke {key} revokes."""
+    member = await authenticate(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("key"), str):
+        raise BadRequest('the body must be a JSON object {"key": MULTIKEY, ...}')
+    keys = _member_keys(request)
+    if request.path.endswith("/revoke"):
+        return json_response((await keys.revoke(member, body["key"])).to_json())
+    label = body.get("label", "")
+    added = await keys.register(member, body["key"], label if isinstance(label, str) else "")
+    return json_response(added.to_json(), status=201)
+
+
 def add_member_routes(app: web.Application) -> None:
+    app.router.add_get("/account/keys", keys_page)
+    app.router.add_post("/account/keys", register_key)
+    app.router.add_post("/account/keys/revoke", revoke_key)
+    app.router.add_get("/api/members/me/keys", api_keys)
+    app.router.add_post("/api/members/me/keys", api_key_change)
+    app.router.add_post("/api/members/me/keys/revoke", api_key_change)
     app.router.add_get("/", home)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login_with_password)
