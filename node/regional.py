@@ -62,6 +62,7 @@ log = logging.getLogger("convene.regional")
 
 TICK_S = 1.0  # the outbox and the deadlines are looked at this often at least
 MAX_BACKOFF_S = 60.0
+PULL_EVERY_S = 30.0  # an unsettled, overdue proposal pulls the outboxes this often
 
 
 class RejectedEntry(NodeError):
@@ -336,7 +337,9 @@ class Regional:
         spec = ballots.parse_spec(q.entry)
         held = await regional_store.tallies(self._db, q.object_id)
         everyone = set(spec.chapters) <= {t.actor for t in held}
-        if not everyone and (q.due_ts is None or self._clock() < q.due_ts):
+        # `published` has whole seconds, so a tally of the due second itself is on
+        # time: wait until that second is over.
+        if not everyone and (q.due_ts is None or self._clock() < q.due_ts + 1):
             return
         pairs = [(t.digest, protocol_tally.parse_tally(t.entry)) for t in held]
         ours = aggregate.aggregate(spec, pairs, proposal=q.object_id, proposal_digest=q.digest)
@@ -438,11 +441,15 @@ class Regional:
     async def run(self) -> None:
         await asyncio.sleep(0.2)  # let the node's server come up first
         await self.catch_up()
+        next_pull = self._clock() + PULL_EVERY_S
         while True:
             self._wake.clear()
             try:
                 await self._publish_due()
                 await self._settle_due()
+                if self._clock() >= next_pull:
+                    next_pull = self._clock() + PULL_EVERY_S
+                    await self.catch_up(overdue_only=True)
             except Exception:  # keep the loop alive; the next tick retries
                 log.exception("regional pass failed")
             with contextlib.suppress(TimeoutError):
@@ -485,20 +492,26 @@ class Regional:
             if found:
                 wake_delivery(self._app)
 
-    async def catch_up(self) -> None:
+    async def catch_up(self, *, overdue_only: bool = False) -> None:
         """Pull what may have been missed while down: the followed regions' Questions and
-        Decisions, then the listed chapters' tallies for every unsettled proposal."""
-        for region in await regional_store.followed_regions(self._db):
-            await self._pull(region, lambda e: e.get("type") in ("Question", "Decision"))
+        Decisions, then the listed chapters' tallies for every unsettled proposal. With
+        `overdue_only` (the periodic pass) only when some proposal is past its
+        `tallies_due` and still unsettled, as when a delivery was lost for good."""
         wanted: set[str] = set()
         chapters: set[str] = set()
         for q in await regional_store.questions(self._db):
             row = await regional_store.proposal_by_object(self._db, q.object_id)
             if row is not None and row["status"] == "decided" and row["verification"]:
                 continue
+            if overdue_only and (q.due_ts is None or not 0 <= self._clock() - q.due_ts < 86400):
+                continue  # not overdue, or given up on after a day (a region gone for good)
             wanted.add(q.object_id)
             chapters |= set(ballots.parse_spec(q.entry).chapters)
         chapters.discard(self._me)
+        if overdue_only and not wanted:
+            return
+        for region in await regional_store.followed_regions(self._db):
+            await self._pull(region, lambda e: e.get("type") in ("Question", "Decision"))
         for chapter in sorted(chapters):
             await self._pull(
                 chapter, lambda e: e.get("type") == "Tally" and e.get("proposal") in wanted
