@@ -94,6 +94,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "restore": ("node.backup", "restore_command"),
     "demo": ("node.demo", "demo_command"),
     "key": ("node.keys_command", "key_group"),
+    "ballot": ("node.ballot_cli", "ballot_group"),
 }
 
 

@@ -3,10 +3,25 @@ revocation as chain entries, signed ballots accepted, forged/replayed/revoked re
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sqlite3
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
+from nodekit import (
+    NodeProcess,
+    add_member,
+    call,
+    cli_json,
+    free_port,
+    init_node,
+    read_db,
+    run_cli,
+)
 
 from node import chain_store, member_key_store
 from node.audit_command import bundle_records
@@ -194,3 +209,93 @@ async def test_export_of_an_honest_signed_vote_audits_clean(services: NodeServic
     assert report.verified.member_signed == 1  # the last ballot counts, with counter 5
     (ballot,) = [r for r in records if isinstance(r, BallotRecord)]
     assert (ballot.counter, ballot.ballot) == (5, {"choice": "south"})
+
+
+# -- the command line and the JSON API, against a real `convene serve` process -------
+
+
+def test_cli_keygen_and_sign_posted_to_a_real_node(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    init_node(data, port)
+    org = add_member(data, "Olu", "organizer")
+    mia = add_member(data, "Mia")
+    key_file = tmp_path / "mia.key"
+    made = cli_json("ballot", "keygen", "--out", str(key_file))
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert json.loads(key_file.read_text())["publicKeyMultibase"] == made["key"]
+    again = run_cli("ballot", "keygen", "--out", str(key_file), check=False)
+    assert again.returncode == 1 and "never overwritten" in again.stderr
+
+    def sign(counter: int, ballot: str, member: str = mia["id"], key: Path = key_file) -> Any:
+        return json.loads(
+            run_cli(
+                "ballot", "sign", "--key", str(key), "--proposal", object_id,
+                "--member", member, "--counter", str(counter), "--ballot", ballot,
+            ).stdout
+        )  # fmt: skip
+
+    node = NodeProcess(data, port, tmp_path / "node.log")
+    node.start()
+    try:
+
+        async def api(method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+            async with aiohttp.ClientSession() as s:
+                return await call(s, method, node.url + path, token, body)
+
+        status, added = asyncio.run(
+            api("POST", "/api/members/me/keys", mia["token"], {"key": made["key"], "label": "cli"})
+        )
+        assert status == 201 and added["key"] == made["key"], added
+        status, created = asyncio.run(
+            api("POST", "/api/proposals", org["token"], {"title": "Hall", "method": "consent"})
+        )
+        assert status == 201, created
+        object_id = created["object_id"]
+        ballots_url = f"/api/proposals/{created['id']}/ballots"
+        status, out = asyncio.run(
+            api("POST", ballots_url, mia["token"], sign(1, '{"choice":"agree"}'))
+        )
+        assert (status, out["custody"]) == (201, "member-signed"), out
+        # the same signed body again is a replay; an altered one a forgery; both named
+        status, out = asyncio.run(
+            api("POST", ballots_url, mia["token"], sign(1, '{"choice":"agree"}'))
+        )
+        assert (status, out["error"]) == (409, "replayed_ballot") and "counter 1" in out["detail"]
+        altered = sign(2, '{"choice":"agree"}') | {"ballot": {"choice": "block"}}
+        status, out = asyncio.run(api("POST", ballots_url, mia["token"], altered))
+        assert (status, out["error"]) == (400, "bad_member_signature") and mia["id"] in out[
+            "detail"
+        ]
+        status, out = asyncio.run(
+            api("POST", ballots_url, org["token"], sign(3, '{"choice":"agree"}'))
+        )
+        assert (status, out["error"]) == (400, "wrong_member")
+        status, out = asyncio.run(
+            api("POST", "/api/members/me/keys/revoke", mia["token"], {"key": made["key"]})
+        )
+        assert status == 200 and out["revoked_seq"] is not None
+        status, out = asyncio.run(
+            api("POST", ballots_url, mia["token"], sign(4, '{"choice":"agree"}'))
+        )
+        assert (status, out["error"]) == (400, "unknown_member_key") and "revoked" in out["detail"]
+        status, listed = asyncio.run(api("GET", "/api/members/me/keys", mia["token"]))
+        assert [(k["key"], k["label"]) for k in listed["items"]] == [(made["key"], "cli")]
+    finally:
+        node.stop()
+    rows = read_db(data, "SELECT counter FROM ballot_signatures")
+    assert rows == [(1,)]
+
+
+def test_cli_sign_refuses_a_bad_key_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.key"
+    bad.write_text('{"secretKeyMultibase": "zNope"}')
+    out = run_cli(
+        "ballot", "sign", "--key", str(bad), "--proposal", "p", "--member", "m",
+        "--counter", "1", "--ballot", '{"choice": "agree"}', check=False,
+    )  # fmt: skip
+    assert out.returncode == 1 and "secretKeyMultibase" in out.stderr
+    missing = run_cli(
+        "ballot", "sign", "--key", str(tmp_path / "none"), "--proposal", "p", "--member", "m",
+        "--counter", "1", "--ballot", "{}", check=False,
+    )  # fmt: skip
+    assert missing.returncode == 1 and "cannot read key file" in missing.stderr
