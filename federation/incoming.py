@@ -1,0 +1,224 @@
+"""Received activities and the chain entries they carry: ``fed_incoming``,
+``fed_entry`` and ``fed_equivocation`` (§9.3).
+
+``fed_incoming`` holds every accepted incoming activity verbatim, keyed by its id: it
+is the dedupe table and the inbox's work queue (store first, then act). ``fed_entry``
+keys signed chain entries by (actor, seq, digest), so two different entries for one
+(actor, seq) are both kept, and ``fed_equivocation`` records the (actor, seq) pairs for
+which that happened. The inbox's hot paths are plain ``sqlite3`` functions run on
+:class:`federation.store.Database`'s thread; the node reads the evidence through its
+aiosqlite connection (:func:`equivocations`, :func:`is_equivocating`). The tables are
+created by federation/store.py's schema.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+# Incoming states: stored and waiting for its handler, handled, no handler for its
+# type (accepted and ignored, as ActivityPub expects), handler kept failing,
+# or an equivocating entry kept only as evidence.
+RECEIVED = "received"
+PROCESSED = "processed"
+IGNORED = "ignored"
+FAILED = "failed"
+EVIDENCE = "evidence"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRecord:
+    """A chain entry carried by an incoming activity, with its digest (§5)."""
+
+    actor: str
+    seq: int
+    digest: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRecord:
+    activity_id: str
+    body_digest: str
+    actor: str
+    type: str
+    body: bytes
+    state: str
+    entry: EntryRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    """What storing one incoming activity did: ``new``, ``duplicate`` or ``conflict``.
+
+    For a conflict ``stored_body`` is the body already held under that id, so the
+    caller can decide whether the two are the same JSON serialized differently.
+    """
+
+    status: str
+    equivocation: bool = False
+    stored_body: bytes | None = None
+
+
+def store_incoming(
+    conn: sqlite3.Connection, batch: Sequence[IncomingRecord], now: float
+) -> list[StoreOutcome]:
+    """Store a batch of verified activities in one transaction (group commit).
+
+    A known id with the same body digest is a duplicate (nothing written); a known
+    id with another digest is a conflict (nothing written). A chain entry whose
+    (actor, seq) already holds a different digest is stored too, marked as
+    equivocation evidence, and its activity is kept in state ``evidence``.
+    """
+    out: list[StoreOutcome] = []
+    try:
+        for rec in batch:
+            # The common case (a new id) costs one statement; only a known id reads back.
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO fed_incoming (activity_id, body_digest, actor, type,"
+                " body, state, attempts, next_attempt_at, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                (
+                    rec.activity_id,
+                    rec.body_digest,
+                    rec.actor,
+                    rec.type,
+                    rec.body,
+                    rec.state,
+                    now,
+                    now,
+                ),
+            ).rowcount
+            if not inserted:
+                row = conn.execute(
+                    "SELECT body_digest, body FROM fed_incoming WHERE activity_id = ?",
+                    (rec.activity_id,),
+                ).fetchone()
+                same = row[0] == rec.body_digest
+                out.append(StoreOutcome("duplicate" if same else "conflict", False, row[1]))
+                continue
+            equivocation = False
+            e = rec.entry
+            if (
+                e is not None
+                and conn.execute(
+                    "INSERT OR IGNORE INTO fed_entry"
+                    " (actor, seq, digest, body, activity_id, received_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (e.actor, e.seq, e.digest, e.body, rec.activity_id, now),
+                ).rowcount
+            ):
+                other = conn.execute(
+                    "SELECT 1 FROM fed_entry WHERE actor = ? AND seq = ? AND digest != ? LIMIT 1",
+                    (e.actor, e.seq, e.digest),
+                ).fetchone()
+                if other is not None:
+                    equivocation = True
+                    conn.execute(
+                        "INSERT OR IGNORE INTO fed_equivocation (actor, seq, detected_at)"
+                        " VALUES (?, ?, ?)",
+                        (e.actor, e.seq, now),
+                    )
+                    conn.execute(
+                        "UPDATE fed_incoming SET state = ? WHERE activity_id = ?",
+                        (EVIDENCE, rec.activity_id),
+                    )
+            out.append(StoreOutcome("new", equivocation))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PendingIncoming:
+    activity_id: str
+    type: str
+    body: bytes
+    attempts: int
+
+
+def due_incoming(
+    conn: sqlite3.Connection, now: float, exclude_ids: Sequence[str], limit: int
+) -> list[PendingIncoming]:
+    marks = ",".join("?" * len(exclude_ids))
+    skip = f" AND activity_id NOT IN ({marks})" if exclude_ids else ""
+    rows = conn.execute(
+        "SELECT activity_id, type, body, attempts FROM fed_incoming"
+        f" WHERE state = 'received' AND next_attempt_at <= ?{skip}"
+        " ORDER BY next_attempt_at LIMIT ?",
+        (now, *exclude_ids, limit),
+    ).fetchall()
+    return [PendingIncoming(*row) for row in rows]
+
+
+def next_incoming_due_at(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute(
+        "SELECT MIN(next_attempt_at) FROM fed_incoming WHERE state = 'received'"
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def record_processing(
+    conn: sqlite3.Connection,
+    activity_id: str,
+    *,
+    state: str,
+    attempts: int,
+    next_attempt_at: float,
+    error: str | None,
+) -> None:
+    # Committed without its own fsync (the next FULL commit carries it to disk): a
+    # mark lost to a power cut means one more run of an idempotent handler, the same
+    # as a crash just before this commit, and no acknowledged activity is lost.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        conn.execute(
+            "UPDATE fed_incoming SET state = ?, attempts = ?, next_attempt_at = ?,"
+            " last_error = ? WHERE activity_id = ?",
+            (state, attempts, next_attempt_at, error, activity_id),
+        )
+        conn.commit()
+    finally:
+        conn.execute("PRAGMA synchronous=FULL")
+
+
+# --- equivocation evidence --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Equivocation:
+    """Two or more different signed entries one actor published with the same seq."""
+
+    actor: str
+    seq: int
+    detected_at: float
+    entries: tuple[bytes, ...]
+
+
+async def equivocations(conn: aiosqlite.Connection, actor: str | None = None) -> list[Equivocation]:
+    """The evidence of every equivocation seen (optionally of one actor), oldest first."""
+    where, args = ("WHERE q.actor = ?", (actor,)) if actor is not None else ("", ())
+    async with conn.execute(
+        "SELECT q.actor, q.seq, q.detected_at, e.body FROM fed_equivocation q"
+        " JOIN fed_entry e ON e.actor = q.actor AND e.seq = q.seq"
+        f" {where} ORDER BY q.detected_at, q.actor, q.seq, e.received_at, e.digest",
+        args,
+    ) as cur:
+        rows = list(await cur.fetchall())
+    grouped: dict[tuple[str, int], tuple[float, list[bytes]]] = {}
+    for a, s, at, body in rows:
+        grouped.setdefault((a, s), (at, []))[1].append(bytes(body))
+    return [Equivocation(a, s, at, tuple(bodies)) for (a, s), (at, bodies) in grouped.items()]
+
+
+async def is_equivocating(conn: aiosqlite.Connection, actor: str) -> bool:
+    """Whether ``actor`` has been caught signing two different entries for one seq."""
+    async with conn.execute(
+        "SELECT 1 FROM fed_equivocation WHERE actor = ? LIMIT 1", (actor,)
+    ) as cur:
+        return await cur.fetchone() is not None
