@@ -302,7 +302,10 @@ _COUNTED_BALLOTS_SQL = (
     " b.ballot AS ballot, b.nonce AS nonce, b.receipt AS receipt,"
     " s.counter AS counter, s.key AS key, s.signature AS signature"
     " FROM ballots b JOIN proposals p ON p.id = b.proposal_id"
-    " LEFT JOIN ballot_signatures s ON s.receipt = b.receipt"  # member-signed (§7.5)
+    # member-signed (§7.5), unless the member revoked the key before the count: the
+    # signature then vouches for nothing and the ballot is exported as custodial
+    " LEFT JOIN ballot_signatures s ON s.receipt = b.receipt AND NOT EXISTS ("
+    "SELECT 1 FROM member_keys k WHERE k.key = s.key AND k.revoked_seq <= p.tally_seq)"
     " WHERE b.counted = 1 AND p.tally_seq IS NOT NULL"
     " ORDER BY p.object_id, b.receipt"
 )

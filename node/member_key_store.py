@@ -67,10 +67,13 @@ async def signatures_of(db: Database, proposal_id: str) -> dict[str, Row]:
 
 
 async def signed_counts(db: Database, proposal_id: str) -> tuple[int, int]:
-    """(member-signed, custodial) among the counted ballots of a closed proposal."""
+    """(member-signed, custodial) among the counted ballots of a closed proposal; a
+    ballot whose key was revoked before the tally counts as custodial, as exported."""
     row = await db.fetchone(
         "SELECT COUNT(s.receipt) AS signed, COUNT(*) - COUNT(s.receipt) AS custodial"
-        " FROM ballots b LEFT JOIN ballot_signatures s ON s.receipt = b.receipt"
+        " FROM ballots b JOIN proposals p ON p.id = b.proposal_id"
+        " LEFT JOIN ballot_signatures s ON s.receipt = b.receipt AND NOT EXISTS ("
+        "SELECT 1 FROM member_keys k WHERE k.key = s.key AND k.revoked_seq <= p.tally_seq)"
         " WHERE b.proposal_id = ? AND b.counted = 1",
         (proposal_id,),
     )

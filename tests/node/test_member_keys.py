@@ -299,3 +299,24 @@ def test_cli_sign_refuses_a_bad_key_file(tmp_path: Path) -> None:
         "--counter", "1", "--ballot", "{}", check=False,
     )  # fmt: skip
     assert missing.returncode == 1 and "cannot read key file" in missing.stderr
+
+
+async def test_a_key_revoked_before_the_count_leaves_the_ballot_custodial(
+    services: NodeServices,
+) -> None:
+    # an honest node must still audit clean when a member revokes a key after voting
+    mia = (await services.members.add("Mia")).member
+    keys = MemberKeys(services.db, services.ledger)
+    await keys.register(mia, KEY_A.verify_key.multibase)
+    pid, object_id = await open_vote(services)
+    signed = sign_member_ballot(KEY_A, object_id, mia.id, 1, {"choice": "north"})
+    await services.proposals.cast(mia, pid, msgspec.to_builtins(signed))
+    await keys.revoke(mia, KEY_A.verify_key.multibase)
+    await services.proposals.close(None, pid)
+    records = await bundle_records(services)
+    report = audit_bundle(records)
+    assert report.ok, report.findings
+    assert (report.seen.member_signed, report.seen.custodial) == (0, 1)
+    assert await member_key_store.signed_counts(services.db, pid) == (0, 1)
+    (ballot,) = [r for r in records if isinstance(r, BallotRecord)]
+    assert ballot.signature is None and ballot.ballot == {"choice": "north"}
