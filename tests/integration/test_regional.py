@@ -231,6 +231,28 @@ async def test_bad_tallies_are_rejected_and_named(cluster: Cluster, tmp_path: Pa
         assert len(view["tallies"]) == 3 and view["verification"] == "verified"
 
 
+async def test_tallies_that_do_not_add_up_and_foreign_decisions_are_rejected(
+    cluster: Cluster,
+) -> None:
+    proposal, local, decided = SEEN["p1"]
+    alder, birch, cedar = cluster.chapters
+    real = last_tally(alder)
+    counts = {"votes": {"tram": 9, "bus": 0}}  # more votes than ballots cast
+    wrong = sign_next(alder, {**entry_body(real), "counts": counts}, real["published"])
+    assert await post_signed(alder, birch, wrong) == 202
+    bad = await rejection(cluster, birch, local["Birch"], "bad_tally")
+    assert bad["actor"] == alder.actor and bad["seq"] == wrong["seq"]
+
+    ours = ("computed_by", "region_decision")
+    body = {k: v for k, v in decided["decision"].items() if k not in ours}
+    usurped = sign_next(alder, {"type": "Decision", **body}, rfc3339(time.time()))
+    assert await post_signed(alder, cedar, usurped) == 202
+    foreign = await rejection(cluster, cedar, local["Cedar"], "not_region")
+    assert foreign["actor"] == alder.actor and proposal["object_id"] in foreign["reason"]
+    for node, pid in ((birch, local["Birch"]), (cedar, local["Cedar"])):
+        assert (await cluster.regional(node, pid))["verification"] == "verified"
+
+
 async def test_a_wrong_decision_is_disputed(cluster: Cluster) -> None:
     _, local, decided = SEEN["p1"]
     alder, birch, _ = cluster.chapters
