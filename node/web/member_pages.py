@@ -262,6 +262,9 @@ async def results_page(request: web.Request, visit: Visit) -> web.Response:
     proposal = await services(request).proposals.get(request.match_info["id"])
     context = results_context(proposal)
     context["refused"] = await refused_tallies(request, proposal)
+    if not proposal.secret:  # open votes: how many ballots carry their member's signature
+        db = services(request).db
+        context["custody"] = await member_key_store.signed_counts(db, proposal.id)
     return render(request, visit, "results.html", context)
 
 

@@ -90,6 +90,14 @@ async def test_key_made_registered_and_a_signed_then_changed_vote(
         }
     )
     verify_member_ballot(signed, proposal=view.object_id or "", member=kim, member_keys={key})
+    # a second member without JavaScript votes custodially; the results say how many of each
+    await node.services.proposals.cast(
+        (await node.services.members.add("Lee")).member, pid, {"choice": "beans"}
+    )
+    await node.services.proposals.close(None, pid)
+    await page.goto(node.at(f"/proposals/{pid}/results"))
+    assert await page.inner_text("#member-signed") == "1"
+    assert await page.inner_text("#custodial") == "1"
 
 
 async def test_revoked_key_is_refused_and_a_new_device_key_signs(
