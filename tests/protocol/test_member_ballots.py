@@ -354,3 +354,18 @@ def test_a_dropped_signature_makes_the_ballot_custodial_in_the_report() -> None:
     report = audit_world(drop_signature=True)
     assert report.ok
     assert (report.seen.member_signed, report.seen.custodial) == (1, 2)
+
+
+def test_protocol_md_worked_example() -> None:
+    # docs/protocol.md §7.5 quotes these bytes and this signature
+    key, public = vector_key()
+    proposal, member = "https://chapter.example/entries/7", "m-3f2a9c0d1e4b5a69"
+    assert signed_ballot_payload(proposal, member, 2, {"choice": "agree"}) == (
+        b'{"ballot":{"choice":"agree"},"counter":2,"member":"m-3f2a9c0d1e4b5a69",'
+        b'"proposal":"https://chapter.example/entries/7","type":"MemberBallot"}'
+    )
+    signed = sign_member_ballot(key, proposal, member, 2, {"choice": "agree"})
+    assert signed.key == public
+    assert signed.signature == (
+        "z3u54XAN7VEeiB5Az3Ja89Auk7biQ9tQtpbXvhTadMHa5W3jfRYxDuTUPb6bBpLtJnP98ckFpUqZ2M5ket7AAroMv"
+    )
