@@ -24,12 +24,11 @@ fails answers ``{"error", "detail"}`` with its status and nothing is stored:
    processed again); with other content it is a replay (409). A second, different
    entry for an (actor, seq) already held is stored as equivocation evidence.
 
-Then 202. Processing is asynchronous, as Takahē does it: a processor reads stored
-activities in arrival order and calls the handler registered for their type (one
-table, supplied by the caller); a handler that raises is retried with backoff and
-the activity is marked failed after the last try. Types without a handler are
-stored as ignored. Processing is at least once across crashes, so handlers must be
-idempotent (e.g. keyed by (actor, seq)); redelivered duplicates never reach them.
+Then 202. Processing is asynchronous, as Takahē does it: federation/inbox_processor.py
+reads stored activities in arrival order and calls the handler registered for their
+type; types without a handler are stored as ignored. Redelivered duplicates never
+reach a handler. ``IncomingActivity``, ``Handler`` and ``PROCESS_TRANSITIONS`` stay
+importable from here.
 """
 
 from __future__ import annotations
@@ -37,13 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -51,21 +48,39 @@ from aiohttp import web
 
 from federation import httpsig, store
 from federation.errors import FederationError, SignatureError
+from federation.inbox_processor import (
+    PROCESS_TRANSITIONS,
+    Handler,
+    InboxProcessor,
+    IncomingActivity,
+    actor_id,
+)
 from federation.store import (
-    FAILED,
     IGNORED,
-    PROCESSED,
     RECEIVED,
     Database,
     EntryRecord,
     IncomingRecord,
-    PendingIncoming,
 )
 from protocol import canonical, entries, proofs
 from protocol.errors import ProofError, ProtocolError
 from protocol.keys import VerifyKey
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "MAX_BODY",
+    "PROCESS_TRANSITIONS",
+    "Handler",
+    "Inbox",
+    "InboxError",
+    "IncomingActivity",
+    "PayloadTooLarge",
+    "Receipt",
+    "ReplayedActivity",
+    "SignerMismatch",
+    "TransportKey",
+    "UnknownKey",
+    "inbox_ctx",
+]
 
 MAX_BODY = 256 * 1024
 
@@ -113,34 +128,10 @@ EntryKeyResolver = Callable[[str, int, str], Awaitable[VerifyKey]]
 
 
 @dataclass(frozen=True, slots=True)
-class IncomingActivity:
-    """What a handler gets: a stored, verified activity."""
-
-    activity_id: str
-    type: str
-    actor: str
-    activity: dict[str, Any]
-    body: bytes
-    # The embedded chain entry whose proof was verified, if the object is one.
-    entry: dict[str, Any] | None = None
-
-
-Handler = Callable[[IncomingActivity], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
 class Receipt:
     activity_id: str
     status: str  # "accepted", "duplicate" or "ignored"
     equivocation: bool = False
-
-
-def _actor_id(value: object) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return str(value["id"])
-    return None
 
 
 def _json(value: dict[str, str], status: int) -> web.Response:
@@ -151,15 +142,6 @@ def _json(value: dict[str, str], status: int) -> web.Response:
 
 def _host(url: str) -> str:
     return urlsplit(url).netloc.lower()
-
-
-# Incoming processing as data: (state, handler outcome) -> next state.
-PROCESS_TRANSITIONS: Mapping[tuple[str, str], str] = {
-    (RECEIVED, "ok"): PROCESSED,
-    (RECEIVED, "unhandled"): IGNORED,  # the handler table changed since it was stored
-    (RECEIVED, "error"): RECEIVED,  # due again after a backoff
-    (RECEIVED, "exhausted"): FAILED,
-}
 
 
 @dataclass
@@ -194,30 +176,32 @@ class Inbox:
         handler_timeout: float = 60.0,
     ) -> None:
         self.db = Database(db_path)
+        self.processor = InboxProcessor(
+            self.db,
+            handlers,
+            clock=clock,
+            max_attempts=max_attempts,
+            handler_timeout=handler_timeout,
+        )
         self._transport_keys = transport_keys
         self._entry_keys = entry_keys
-        self._handlers = dict(handlers)
         self._clock = clock
         self.max_body = max_body
         self._scheme = scheme
-        self._max_attempts = max_attempts
         self._batch_size = batch_size
-        self._handler_timeout = handler_timeout
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._processor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.db.open()
-        self._processor = asyncio.create_task(self._process_loop(), name="convene-inbox")
+        self.processor.start()
 
     async def stop(self) -> None:
-        for task in (self._processor, self._flusher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self.processor.stop()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
         # Nobody waits forever: the sender gets a 503 and sends again later.
         _fail(self._pending, "the inbox is shutting down")
         self._pending.clear()
@@ -225,7 +209,7 @@ class Inbox:
 
     def wake(self) -> None:
         """Look for due activities now (after a handler's dependency changed, in tests)."""
-        self._wake.set()
+        self.processor.wake()
 
     # -- HTTP --------------------------------------------------------------------
 
@@ -263,7 +247,7 @@ class Inbox:
         parsed = httpsig.parse_signature_headers(method, path, headers, body, scheme=self._scheme)
         activity = canonical.decode_object(body, max_bytes=self.max_body)
         activity_id, kind, actor = activity.get("id"), activity.get("type"), activity.get("actor")
-        actor = _actor_id(actor)
+        actor = actor_id(actor)
         if not isinstance(activity_id, str) or not isinstance(kind, str) or actor is None:
             raise InboxError("an activity needs string 'id', 'type' and 'actor'", code="malformed")
         if _host(activity_id) != _host(actor) or not _host(actor):
@@ -273,7 +257,7 @@ class Inbox:
             )
         await self._verify_transport(parsed, actor)
         entry = await self._verify_entry(activity.get("object"))
-        state = RECEIVED if kind in self._handlers else IGNORED
+        state = RECEIVED if self.processor.handles(kind) else IGNORED
         record = IncomingRecord(
             activity_id=activity_id,
             body_digest=hashlib.sha256(body).hexdigest(),
@@ -299,7 +283,7 @@ class Inbox:
         if outcome.status == "duplicate":
             return Receipt(activity_id, "duplicate")
         if state == RECEIVED and not outcome.equivocation:
-            self._wake.set()
+            self.processor.wake()
         return Receipt(
             activity_id, "accepted" if state == RECEIVED else "ignored", outcome.equivocation
         )
@@ -380,72 +364,6 @@ class Inbox:
             for p, outcome in zip(batch, outcomes, strict=True):
                 if not p.done.done():
                     p.done.set_result(outcome)
-
-    # -- processing ----------------------------------------------------------------
-
-    async def _process_loop(self) -> None:
-        while True:
-            try:
-                rows: list[PendingIncoming] = await self.db.run(
-                    store.due_incoming, self._clock(), [], 64
-                )
-                for row in rows:
-                    await self._process(row)
-                delay = 1.0
-                if not rows:
-                    nxt = await self.db.run(store.next_incoming_due_at)
-                    if nxt is not None:
-                        delay = max(0.01, min(delay, nxt - self._clock()))
-                else:
-                    delay = 0.0
-            except Exception:
-                log.exception("inbox processor failed; retrying")
-                delay = 1.0
-            if delay:
-                await _nap(self._wake, delay)
-            self._wake.clear()
-
-    async def _process(self, row: PendingIncoming) -> None:
-        error: str | None = None
-        try:
-            # Decoded strictly and verified before it was stored; read it back plainly.
-            activity = msgspec.json.decode(row.body)
-            actor = _actor_id(activity.get("actor")) or ""
-            obj = activity.get("object")
-            entry = obj if isinstance(obj, dict) and "seq" in obj else None
-            incoming = IncomingActivity(row.activity_id, row.type, actor, activity, row.body, entry)
-            handler = self._handlers.get(row.type)
-            if handler is None:
-                outcome = "unhandled"
-            else:
-                # A handler that hangs must not stall every activity behind it.
-                async with asyncio.timeout(self._handler_timeout):
-                    await handler(incoming)
-                outcome = "ok"
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            log.warning("handler for %s %s failed: %s", row.type, row.activity_id, error)
-            outcome = "exhausted" if row.attempts + 1 >= self._max_attempts else "error"
-        state = PROCESS_TRANSITIONS[(RECEIVED, outcome)]
-        due = self._clock() + min(2.0 ** (row.attempts + 1), 3600.0)
-        await self.db.run(
-            lambda c: store.record_processing(
-                c,
-                row.activity_id,
-                state=state,
-                attempts=row.attempts + 1,
-                next_attempt_at=due,
-                error=error,
-            )
-        )
-
-
-async def _nap(wake: asyncio.Event, seconds: float) -> None:
-    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-    # that lands as the event fires, and stop() would then wait forever.
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await wake.wait()
 
 
 def inbox_ctx(
