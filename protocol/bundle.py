@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import msgspec
 
+from protocol.canonical import decode_json
 from protocol.errors import DecodeError
 
 FORMAT: Final = "convene-audit-bundle"
@@ -123,11 +124,14 @@ def decode_record(line: bytes, lineno: int) -> Record:
             code="line_too_long",
         )
     try:
-        return _decoder.decode(line)
+        record = _decoder.decode(line)
     except msgspec.ValidationError as exc:
         raise BundleError(_explain(line, str(exc)), line=lineno) from exc
     except msgspec.DecodeError as exc:
         raise BundleError(f"not a JSON object: {exc}", line=lineno, code="not_json") from exc
+    if isinstance(record, EntryRecord | ActorRecord):
+        _check_strict(line, lineno)
+    return record
 
 
 def _explain(line: bytes, message: str) -> str:
@@ -216,6 +220,10 @@ class BundleDecoder:
             ]
         if not records:
             return records
+        numbered = ((n, line) for n, line in enumerate(lines, start=first) if line.strip())
+        for (n, line), record in zip(numbered, records, strict=True):
+            if isinstance(record, EntryRecord | ActorRecord):
+                _check_strict(line.rstrip(b"\r"), n)
         if not self._seen_header:
             if not isinstance(records[0], Header):
                 raise BundleError(
@@ -234,6 +242,16 @@ class BundleDecoder:
                     code="second_header",
                 )
         return records
+
+
+def _check_strict(line: bytes, lineno: int) -> None:
+    """Entries and actor documents are read as protocol.md §2 reads untrusted JSON: a
+    repeated member name, a number that has no canonical form, a lone surrogate make
+    the line unreadable instead of being silently resolved one way or another."""
+    try:
+        decode_json(line, max_bytes=MAX_LINE_BYTES + 1)
+    except DecodeError as exc:
+        raise BundleError(f"not strict JSON: {exc.detail}", line=lineno, code="not_json") from exc
 
 
 def _line_of(lines: list[bytes], first: int, index: int) -> int:

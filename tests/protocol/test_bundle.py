@@ -200,3 +200,27 @@ def test_any_record_round_trips(entry: dict[str, object], member: str, nonce: st
         ),
     ]
     assert parse_bundle(encode_bundle(HEAD, body)) == (HEAD, body)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"kind":"entry","entry":{"seq":1,"seq":2}}',  # a member named twice
+        b'{"kind":"entry","entry":{"count":9007199254740993}}',  # no canonical form
+        b'{"kind":"actor","document":{"id":"a","id":"b"}}',
+    ],
+)
+def test_entries_and_actor_documents_are_strict_json(line: bytes) -> None:
+    data = encode_bundle(HEAD, BODY) + line + b"\n"
+    for chunked in (False, True):
+        with pytest.raises(BundleError) as info:
+            if chunked:
+                decoder = BundleDecoder()
+                for k in range(0, len(data), 50):
+                    decoder.feed(data[k : k + 50])
+                decoder.finish()
+            else:
+                parse_bundle(data)
+        assert info.value.line == 6 and "not strict JSON" in str(info.value)
+    with pytest.raises(BundleError):
+        decode_record(line, 6)
