@@ -23,7 +23,8 @@ from federation.client import FederationClient
 from federation.documents import parse_actor, self_link
 from federation.routes import context_document
 from node.federation_glue import with_follow_service
-from protocol import chain
+from protocol import agenda, ballots, chain, events, member_ballots, multiwinner, timepoll
+from protocol.keys import SigningKey
 
 CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
 
@@ -210,9 +211,7 @@ async def test_region_and_chapters_discover_join_accept_and_leave(nodes: dict[st
         )
 
         # Every project field of the entries is a term of the shipped context.
-        terms = json.loads(context_document())["@context"]
-        shared = {"@context", "id", "type", "actor", "object", "published", "name", "proof"}
-        assert {k for e in entries for k in e} - shared - set(terms) == set()
+        assert _not_in_context(entries) == set()
         for chapter in (a, b):
             chapter_doc = await client.get_json(chapter.actor)
             assert chain.verify_chain(await _chain(client, chapter_doc)).actor == chapter.actor
@@ -321,3 +320,89 @@ async def test_organizer_federation_api(nodes: dict[str, Node]) -> None:
             "POST", a, "/api/federation/join", organizer, {"region": region.url}
         )
         assert status == 202 and body["state"] == "accepted"
+
+
+# Fields and types the entries take from ActivityStreams 2.0 and Data Integrity, whose
+# contexts come first in every entry's @context (§1); everything else must be ours.
+_SHARED_FIELDS = {"@context", "id", "type", "actor", "object", "published", "proof"}
+_AS2_FIELDS = {"name", "startTime", "endTime", "location", "url", "summary"}
+_AS2_TYPES = {"Accept", "Collection", "Event", "Follow", "Note", "Place", "Question"}
+# Objects in another vocabulary as a whole: Data Integrity proofs, Multikeys (security
+# context), and a ballot, which our context types as @json.
+_OPAQUE = {"proof", "assertionKey", "ballot"}
+
+
+def _not_in_context(bodies: list[dict[str, Any]]) -> set[str]:
+    """Field names and `type` values of `bodies` (nested objects included) that are
+    neither a term of the shipped context nor AS2's / Data Integrity's."""
+    terms = set(json.loads(context_document())["@context"])
+    missing: set[str] = set()
+    for body in bodies:
+        for key, value in body.items():
+            if key not in terms | _SHARED_FIELDS | _AS2_FIELDS:
+                missing.add(key)
+            if key == "type" and value not in terms | _AS2_TYPES:
+                missing.add(f"type {value}")
+            if isinstance(value, dict) and key not in _OPAQUE:
+                missing |= _not_in_context([value])
+    return missing
+
+
+def test_every_convening_body_field_is_a_context_term() -> None:
+    """The convening bodies as protocol/'s own builders make them (§10), and a
+    member-signed ballot statement: no field the shipped context leaves undefined."""
+    region, chapter = "https://region.example/actor", "https://north.example/actor"
+    digest = "ab" * 32
+    event = events.event_body(
+        "Spring assembly",
+        "2026-12-05T14:00:00Z",
+        "2026-12-05T18:00:00Z",
+        location="Town hall",
+        url="https://meet.example/spring",
+        capacity=120,
+        chapters=[chapter],
+    )
+    attendance = events.attendance_body(
+        f"{region}/entries/3", digest, events.RsvpCounts(going=3, maybe=1), members=9
+    )
+    config = agenda.config_body("Spring", [chapter], min_sponsors=2, min_share="1/2")
+    submission = agenda.submission_body(region, digest, "Rent strike", "Why and how")
+    sponsorship = agenda.sponsorship_body(region, digest, digest)
+    poll = timepoll.time_poll_spec(
+        [
+            ("2026-12-05T14:00:00Z", "2026-12-05T18:00:00Z"),
+            ("2026-12-06T14:00:00Z", "2026-12-06T18:00:00Z"),
+        ],
+        chapters=[chapter],
+    )
+    demands = ballots.ProposalSpec(method="approval", options=("housing", "transit", "wages"))
+    demands_question = {
+        "type": "Question",
+        **ballots.spec_fields(demands),
+        "seats": multiwinner.check_seats(demands, 2),
+        "agenda_item": digest,
+    }
+    signed = member_ballots.sign_member_ballot(
+        SigningKey.from_seed(bytes(32)), f"{region}/proposals/p1", "m-1", 0, {"choices": ["x"]}
+    )
+    statement = json.loads(
+        member_ballots.signed_ballot_payload(signed.proposal, signed.member, 0, signed.ballot)
+    )
+    bodies = [
+        event,
+        attendance,
+        config,
+        submission,
+        sponsorship,
+        {"type": "Question", **ballots.spec_fields(poll)},
+        demands_question,
+        statement,
+        {k: getattr(signed, k) for k in signed.__struct_fields__},
+    ]
+    assert {"maximumAttendeeCapacity", "event_digest", "seats", "agenda_item"} <= {
+        k for b in bodies for k in b
+    }, "the builders still make the fields this test is about"
+    assert _not_in_context(bodies) == set()
+    # And the check itself bites: a field or type the context lacks is named.
+    assert _not_in_context([{**config, "quorum_share": "1/2"}]) == {"quorum_share"}
+    assert _not_in_context([{**attendance, "type": "Headcount"}]) == {"type Headcount"}
