@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import click
 
+from node.cli_support import common_options, emit, guarded
 from node.config import CONFIG_FILE, DATABASE_FILE
 from node.errors import Conflict, NodeError, NotFound
 from node.identity import ED25519_FILE, KEY_DIR, RSA_FILE
@@ -90,20 +91,22 @@ def _snapshot(database: Path, into: Path, beside: Callable[[], None]) -> None:
     """One consistent copy of a live database (SQLite online backup, a single step),
     with `beside()` (copying the key files) run at the instant the copy shows."""
     source = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30.0)
-    source.isolation_level = None
-    target = sqlite3.connect(into)
     try:
-        # The read transaction fixes the instant; the backup step reads inside it.
-        source.execute("BEGIN")
-        source.execute("SELECT COUNT(*) FROM chain_entries").fetchone()
-        beside()
-        source.backup(target)  # pages=-1: all in one step
-        source.execute("COMMIT")
-        # A self-contained file: no -wal beside it is needed to read the copy.
-        target.execute("PRAGMA journal_mode = DELETE")
+        source.isolation_level = None
+        target = sqlite3.connect(into)
+        try:
+            # The read transaction fixes the instant; the backup step reads inside it.
+            source.execute("BEGIN")
+            source.execute("SELECT COUNT(*) FROM chain_entries").fetchone()
+            beside()
+            source.backup(target)  # pages=-1: all in one step
+            source.execute("COMMIT")
+            # A self-contained file: no -wal beside it is needed to read the copy.
+            target.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            target.close()
     finally:
-        target.close()
-        source.close()
+        source.close()  # also when the copy could not even be created
 
 
 def backup(data_dir: Path, out: Path, *, now: float) -> dict[str, Any]:
@@ -296,31 +299,6 @@ def restore(archive: Path, data_dir: Path) -> dict[str, Any]:
 # --- the commands --------------------------------------------------------------------
 
 
-def _run(
-    as_json: bool, job: Callable[[], dict[str, Any]], text: Callable[[dict[str, Any]], str]
-) -> None:
-    try:
-        out = job()
-    except (NodeError, OSError) as exc:
-        # A full disk or a folder that cannot be written is the operator's to fix: say
-        # which file and why, without a traceback.
-        code, why = (exc.code, exc.detail) if isinstance(exc, NodeError) else ("io_error", str(exc))
-        detail = {"error": code, "detail": why}
-        click.echo(json.dumps(detail) if as_json else f"convene: {why}", err=True)
-        raise SystemExit(1) from exc
-    click.echo(json.dumps(out) if as_json else text(out))
-
-
-_data_option = click.option(
-    "--data",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("./convene-data"),
-    show_default=True,
-    help="the node's data folder",
-)
-_json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
-
-
 @click.command("backup")
 @click.option(
     "--out",
@@ -328,31 +306,29 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="print JSON"
     type=click.Path(dir_okay=False, path_type=Path),
     help="archive to write (.tar.gz); replaced only once the new one is complete",
 )
-@_data_option
-@_json_option
+@common_options
+@guarded
 def backup_command(out: Path, data: Path, as_json: bool) -> None:
     """Back up the node (database, keys, config), safely while it serves."""
-    _run(
+    m = {**backup(data, out, now=time.time()), "out": str(out)}
+    emit(
         as_json,
-        lambda: {**backup(data, out, now=time.time()), "out": str(out)},
-        lambda m: (
-            f"backed up {m['actor']} ({m['chain_length']} chain entries, "
-            f"{m['ballots']} ballots) to {m['out']}"
-        ),
+        m,
+        f"backed up {m['actor']} ({m['chain_length']} chain entries, "
+        f"{m['ballots']} ballots) to {m['out']}",
     )
 
 
 @click.command("restore")
 @click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
-@_data_option
-@_json_option
+@common_options
+@guarded
 def restore_command(archive: Path, data: Path, as_json: bool) -> None:
     """Restore a backup into an empty data folder (never over an existing node)."""
-    _run(
+    f = {**restore(archive, data), "data": str(data)}
+    emit(
         as_json,
-        lambda: {**restore(archive, data), "data": str(data)},
-        lambda f: (
-            f"restored {f['actor']} into {f['data']}: chain of {f['chain_length']} "
-            f"entries verified, {f['ballots']} ballots"
-        ),
+        f,
+        f"restored {f['actor']} into {f['data']}: chain of {f['chain_length']} "
+        f"entries verified, {f['ballots']} ballots",
     )

@@ -19,7 +19,7 @@ from typing import Any
 import click
 import msgspec
 
-from node.cli import _emit, _guarded
+from node.cli_support import emit, guarded
 from node.errors import BadRequest
 from protocol.keys import SigningKey
 from protocol.member_ballots import sign_member_ballot
@@ -35,7 +35,7 @@ def ballot_group() -> None:
 @ballot_group.command("keygen")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@_guarded
+@guarded
 def keygen(out: Path, as_json: bool) -> None:
     """Make a new Ed25519 ballot key in FILE (mode 0600); print its public key."""
     key = SigningKey(secrets.token_bytes(32))
@@ -54,7 +54,7 @@ def keygen(out: Path, as_json: bool) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(body + "\n")
     public = key.verify_key.multibase
-    _emit(
+    emit(
         as_json,
         {"key": public, "file": str(out)},
         f"made {out}; register its public key {public} with POST /api/members/me/keys",
@@ -95,7 +95,7 @@ def load_key(path: Path) -> SigningKey:
 @click.option(
     "--ballot", "ballot_json", required=True, help='the ballot, e.g. \'{"choice": "agree"}\''
 )
-@_guarded
+@guarded
 def sign(key_file: Path, proposal: str, member: str, counter: int, ballot_json: str) -> None:
     """Print the signed ballot JSON, to POST to /api/proposals/{id}/ballots."""
     try:

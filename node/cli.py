@@ -1,69 +1,28 @@
 """The `convene` command line (ARCHITECTURE "Command line"): init, serve, member.
 
 Every command takes `--data DIR` and `--json`. Errors leave as one line on stderr
-(or `{"error", "detail"}` with `--json`) and exit status 1.
+(or `{"error", "detail"}` with `--json`) and exit status 1: node/cli_support.py,
+which every command module uses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib
-import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from node.bootstrap import init_node
+from node.cli_support import common_options, emit, guarded, with_services
 from node.config import DATABASE_FILE, OPTION_HELP, NodeConfig, load_config
-from node.errors import NodeError
-from node.services import NodeServices, build_services
-from protocol.errors import ProtocolError
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-
-
-def _common(fn: F) -> F:
-    fn = click.option("--json", "as_json", is_flag=True, help="print JSON")(fn)
-    fn = click.option(
-        "--data",
-        "data",
-        default="./convene-data",
-        show_default=True,
-        type=click.Path(file_okay=False, path_type=Path),
-        help="the node's data folder",
-    )(fn)
-    return fn
-
-
-def _emit(as_json: bool, data: Any, text: str) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False) if as_json else text)
-
-
-def _fail(as_json: bool, code: str, detail: str) -> None:
-    if as_json:
-        click.echo(json.dumps({"error": code, "detail": detail}), err=True)
-    else:
-        click.echo(f"convene: {detail}", err=True)
-    sys.exit(1)
-
-
-def _guarded(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except NodeError as exc:
-            _fail(kwargs.get("as_json", False), exc.code, exc.detail)
-        except ProtocolError as exc:
-            _fail(kwargs.get("as_json", False), exc.code, exc.describe())
-
-    return wrapper  # type: ignore[return-value]
 
 
 def setup_logging(level: str) -> None:
@@ -72,15 +31,6 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-
-
-async def _with_services(data: Path, job: Callable[[NodeServices], Awaitable[T]]) -> T:
-    services = build_services(load_config(data))
-    await services.db.open()
-    try:
-        return await job(services)
-    finally:
-        await services.db.close()
 
 
 # Commands built by other parts of the node, imported only when used, so that
@@ -120,13 +70,13 @@ def main() -> None:
 @click.option("--name", required=True, help="the node's display name")
 @click.option("--url", required=True, help="public base URL, e.g. https://chapter.example")
 @click.option("--kind", type=click.Choice(["chapter", "region"]), default="chapter")
-@_common
-@_guarded
+@common_options
+@guarded
 def init(name: str, url: str, kind: str, data: Path, as_json: bool) -> None:
     """Create the data folder, database and keys."""
     created = asyncio.run(init_node(data, name=name, url=url, kind=kind))
     out = created.to_json()
-    _emit(as_json, out, f"created {kind} {name}: actor {out['actor']} in {data}")
+    emit(as_json, out, f"created {kind} {name}: actor {out['actor']} in {data}")
 
 
 def _serve_options(fn: F) -> F:
@@ -145,8 +95,8 @@ def _serve_options(fn: F) -> F:
 
 @main.command()
 @_serve_options
-@_common
-@_guarded
+@common_options
+@guarded
 def serve(data: Path, as_json: bool, **options: Any) -> None:
     """Run the node. Options come from DATA/convene.toml; these flags override it.
 
@@ -176,9 +126,9 @@ def _first_run(config: NodeConfig, as_json: bool) -> None:
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
     url = f"http://{host}:{config.port}"
     created = asyncio.run(init_node(data, name="chapter", url=url, kind="chapter"))
-    admin = asyncio.run(_with_services(data, lambda s: s.members.add("admin", "admin")))
+    admin = asyncio.run(with_services(data, lambda s: s.members.add("admin", "admin")))
     out = {**created.to_json(), "admin": admin.to_json()}
-    _emit(
+    emit(
         as_json,
         out,
         f"created a chapter in {data} (actor {created.identity.actor})\n"
@@ -195,13 +145,13 @@ def member() -> None:
 @member.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["member", "organizer", "admin"]), default="member")
-@_common
-@_guarded
+@common_options
+@guarded
 def member_add(name: str, role: str, data: Path, as_json: bool) -> None:
     """Add a member; prints its API token and one-time login link."""
-    new = asyncio.run(_with_services(data, lambda s: s.members.add(name, role)))
+    new = asyncio.run(with_services(data, lambda s: s.members.add(name, role)))
     out = new.to_json()
-    _emit(
+    emit(
         as_json,
         out,
         f"added {out['name']} ({out['role']}) as {out['id']}\n"
@@ -210,32 +160,32 @@ def member_add(name: str, role: str, data: Path, as_json: bool) -> None:
 
 
 @member.command("list")
-@_common
-@_guarded
+@common_options
+@guarded
 def member_list(data: Path, as_json: bool) -> None:
     """List current members."""
-    members = asyncio.run(_with_services(data, lambda s: s.members.all()))
+    members = asyncio.run(with_services(data, lambda s: s.members.all()))
     items = [m.to_json() for m in members]
     lines = [f"{m['id']}  {m['role']:<9}  {m['name']}" for m in items]
-    _emit(as_json, {"items": items}, "\n".join(lines) or "(no members)")
+    emit(as_json, {"items": items}, "\n".join(lines) or "(no members)")
 
 
 @member.command("remove")
 @click.argument("member_id")
-@_common
-@_guarded
+@common_options
+@guarded
 def member_remove(member_id: str, data: Path, as_json: bool) -> None:
     """Remove a member (their tokens and sessions stop working)."""
-    gone = asyncio.run(_with_services(data, lambda s: s.members.remove(member_id)))
-    _emit(as_json, gone.to_json(), f"removed {gone.name} ({gone.id})")
+    gone = asyncio.run(with_services(data, lambda s: s.members.remove(member_id)))
+    emit(as_json, gone.to_json(), f"removed {gone.name} ({gone.id})")
 
 
 @member.command("role")
 @click.argument("member_id")
 @click.argument("role", type=click.Choice(["member", "organizer", "admin"]))
-@_common
-@_guarded
+@common_options
+@guarded
 def member_role(member_id: str, role: str, data: Path, as_json: bool) -> None:
     """Change a member's role."""
-    changed = asyncio.run(_with_services(data, lambda s: s.members.set_role(member_id, role)))
-    _emit(as_json, changed.to_json(), f"{changed.name} ({changed.id}) is now {changed.role}")
+    changed = asyncio.run(with_services(data, lambda s: s.members.set_role(member_id, role)))
+    emit(as_json, changed.to_json(), f"{changed.name} ({changed.id}) is now {changed.role}")

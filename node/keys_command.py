@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from node.cli import _common, _emit, _guarded, _with_services
+from node.cli_support import common_options, emit, guarded, with_services
 from node.rotation import Rotated, current_keys, rotate_keys
 from node.services import NodeServices
 
@@ -25,8 +25,8 @@ def key_group() -> None:
 
 @key_group.command("rotate")
 @click.option("--rsa", "rotate_rsa", is_flag=True, help="also replace the HTTP-signature RSA key")
-@_common
-@_guarded
+@common_options
+@guarded
 def rotate(rotate_rsa: bool, data: Path, as_json: bool) -> None:
     """Retire the chain key: a KeyRotation entry signed by it names a new one."""
 
@@ -39,9 +39,9 @@ def rotate(rotate_rsa: bool, data: Path, as_json: bool) -> None:
             rotate_rsa=rotate_rsa,
         )
 
-    done = asyncio.run(_with_services(data, job))
+    done = asyncio.run(with_services(data, job))
     rsa = "; the RSA key was replaced too" if done.rsa_rotated else ""
-    _emit(
+    emit(
         as_json,
         done.to_json(),
         f"rotated at seq {done.seq}: {done.retired_key_id} is retired,"
@@ -51,16 +51,16 @@ def rotate(rotate_rsa: bool, data: Path, as_json: bool) -> None:
 
 
 @key_group.command("show")
-@_common
-@_guarded
+@common_options
+@guarded
 def show(data: Path, as_json: bool) -> None:
     """Print the current chain key (Multikey) and the RSA key's id."""
 
     async def job(services: NodeServices) -> dict[str, object]:
         return current_keys(services.identity).to_json()
 
-    info = asyncio.run(_with_services(data, job))
-    _emit(
+    info = asyncio.run(with_services(data, job))
+    emit(
         as_json,
         info,
         f"{info['key_id']} {info['publicKeyMultibase']} (since seq {info['since_seq']})\n"
