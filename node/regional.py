@@ -123,8 +123,19 @@ class Regional:
     # -- hooks the node calls (node/proposals.py, node/ledger.py) -------------------
 
     async def default_chapters(self) -> list[str]:
+        """The accepted followers that are chapters (a fediverse account may follow a
+        region too, and would never send a tally)."""
         async with self._db.write() as tx:
-            return await regional_store.accepted_followers(tx)
+            followers = await regional_store.accepted_followers(tx)
+        chapters = []
+        for actor_id in followers:
+            try:
+                kind = (await self._actors.get(actor_id)).kind
+            except FederationError:
+                kind = "chapter"  # unreachable now; it followed as a node, so list it
+            if kind == "chapter":
+                chapters.append(actor_id)
+        return chapters
 
     def question_terms(self, closes_at: str | None) -> dict[str, Any]:
         if closes_at is None:
