@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,12 +43,12 @@ from federation.actors import ActorCache
 from federation.client import FederationClient, http_signer
 from federation.delivery import DeliveryWorker, delivery_ctx
 from federation.documents import AssertionKey, LocalActor
-from federation.errors import FederationError
 from federation.follow import FollowService
 from federation.inbox import Handler, Inbox, IncomingActivity, inbox_ctx
 from federation.routes import setup_routes
 from node import chain_store
 from node.api import SERVICES_KEY, authenticate, json_response, read_json
+from node.cli_support import common_options, emit, guarded
 from node.config import NodeConfig, load_config
 from node.errors import BadRequest
 from node.ledger import Appended, ExtraWrites
@@ -373,54 +373,37 @@ async def leave(
     )
 
 
-def _run_follow_command(
-    data: Path, as_json: bool, job: Callable[[Path], Coroutine[Any, Any, follow_store.Following]]
-) -> None:
-    try:
-        row = asyncio.run(job(data))
-    except FederationError as exc:
-        out = {"error": exc.code, "detail": exc.detail}
-        click.echo(
-            msgspec.json.encode(out).decode() if as_json else f"error: {exc.detail}", err=True
-        )
-        raise SystemExit(1) from exc
-    out = {"region": row.target, "follow": row.follow_id, "state": row.state}
-    click.echo(
-        msgspec.json.encode(out).decode()
-        if as_json
-        else f"{row.state}: follow {row.follow_id} of {row.target} (the node delivers it)"
+def _follow_options(fn: Callable[..., None]) -> Callable[..., None]:
+    fn = click.option(
+        "--allow-private-network",
+        is_flag=True,
+        default=False,
+        help="allow a region on a private or loopback address (tests, the demo)",
+    )(fn)
+    return click.argument("region")(common_options(fn))
+
+
+def _print_following(as_json: bool, row: follow_store.Following) -> None:
+    emit(
+        as_json,
+        {"region": row.target, "follow": row.follow_id, "state": row.state},
+        f"{row.state}: follow {row.follow_id} of {row.target} (the node delivers it)",
     )
 
 
 @click.command("join")
-@click.argument("region")
-@click.option("--data", type=click.Path(path_type=Path), default=Path("./convene-data"))
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
-@click.option(
-    "--allow-private-network",
-    is_flag=True,
-    default=False,
-    help="allow a region on a private or loopback address (tests, the demo)",
-)
+@_follow_options
+@guarded
 def join_command(region: str, data: Path, as_json: bool, allow_private_network: bool) -> None:
     """Follow a region, named by its URL (base URL or actor id) or its acct: handle."""
-    _run_follow_command(
-        data, as_json, lambda d: join(d, region, allow_private_network=allow_private_network)
-    )
+    row = asyncio.run(join(data, region, allow_private_network=allow_private_network))
+    _print_following(as_json, row)
 
 
 @click.command("leave")
-@click.argument("region")
-@click.option("--data", type=click.Path(path_type=Path), default=Path("./convene-data"))
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
-@click.option(
-    "--allow-private-network",
-    is_flag=True,
-    default=False,
-    help="allow a region on a private or loopback address (tests, the demo)",
-)
+@_follow_options
+@guarded
 def leave_command(region: str, data: Path, as_json: bool, allow_private_network: bool) -> None:
     """Stop following a region (Undo Follow)."""
-    _run_follow_command(
-        data, as_json, lambda d: leave(d, region, allow_private_network=allow_private_network)
-    )
+    row = asyncio.run(leave(data, region, allow_private_network=allow_private_network))
+    _print_following(as_json, row)
