@@ -5,8 +5,13 @@ transaction holding it is committed with `synchronous=FULL`, so an acknowledged 
 survives kill -9. An fsync per ballot would cap a small machine at a few hundred
 ballots a second; instead every ballot waiting while one commit is in flight joins
 the next transaction (group commit, as databases do for their logs). Each batch
-re-reads the status of its proposals inside the write transaction, so a ballot racing
-a close is either in the tally or refused with 409, never silently dropped.
+re-reads the status of its proposals and its members inside the write transaction, so
+a ballot racing a close is either in the tally or refused with 409, never silently
+dropped, and a member removed since their token was checked (the API keeps a small
+token cache for voters, `Members.voter`) is refused with 401. A batch is two
+statements whatever its size (proposal_store.store_ballot_batch): the writer thread
+wins the GIL back from a busy event loop once per SQLite call, so fewer calls is a
+shorter commit.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from node import member_key_store, proposal_store
-from node.errors import Conflict, NodeError
+from node.errors import Conflict, NodeError, Unauthorized
 from node.storage import Database
 
 log = logging.getLogger("convene.ballots")
@@ -110,23 +115,34 @@ class BallotBox:
         rows = [p.row() for p in batch]
         ids = [p.proposal_id for p in batch]
 
-        def store(conn: sqlite3.Connection) -> list[bool]:
-            ok = proposal_store.store_ballot_batch(conn, ids, rows)
+        def store(conn: sqlite3.Connection) -> list[str]:
+            outcome = proposal_store.store_ballot_batch(conn, ids, rows)
             # a signed ballot and its signature commit together, or neither does
-            signed = [p.signature_row() for p, stored in zip(batch, ok, strict=True) if stored]
+            signed = [
+                p.signature_row()
+                for p, said in zip(batch, outcome, strict=True)
+                if said == "stored"
+            ]
             member_key_store.insert_signatures(conn, [r for r in signed if r is not None])
-            return ok
+            return outcome
 
-        ok = await self._db.write_now(store)
+        outcome = await self._db.write_now(store)
         accepted: list[PendingBallot] = []
-        for pending, accepted_here in zip(batch, ok, strict=True):
-            if accepted_here:
+        for pending, said in zip(batch, outcome, strict=True):
+            if said == "stored":
                 accepted.append(pending)
             elif not pending.done.done():
-                pending.done.set_exception(
-                    Conflict(
-                        f"proposal {pending.proposal_id} is no longer open; "
-                        "ballots are accepted only while it is open"
-                    )
-                )
+                pending.done.set_exception(_refusal(pending, said))
         return accepted
+
+
+def _refusal(pending: PendingBallot, why: str) -> NodeError:
+    if why == "removed":
+        return Unauthorized(
+            f"member {pending.member_id} was removed; their ballot on proposal "
+            f"{pending.proposal_id} is refused"
+        )
+    return Conflict(
+        f"proposal {pending.proposal_id} is no longer open; "
+        "ballots are accepted only while it is open"
+    )

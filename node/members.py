@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -28,6 +29,9 @@ from protocol.entries import roster_change_body
 ROLES = ("member", "organizer", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 MAX_NAME = 200
+# Token hash → member for casting ballots (see `Members.voter`).
+VOTER_CACHE_SIZE = 4096
+VOTER_CACHE_TTL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Members:
         self._clock = clock
         self._login_ttl = login_link_ttl_s
         self._session_ttl = session_ttl_s
+        self._voters: OrderedDict[str, tuple[Member, float]] = OrderedDict()
 
     async def add(self, name: str, role: str = "member") -> NewMember:
         name = name.strip()
@@ -106,6 +111,7 @@ class Members:
             member = await self._get_tx(tx, member_id)
             await self._ledger.append_in(tx, roster_change_body("remove", member.id, member.role))
             await member_store.set_removed(tx, member.id, rfc3339(self._clock()))
+        self._voters.clear()
         return member
 
     async def set_role(self, member_id: str, role: str) -> Member:
@@ -127,7 +133,31 @@ class Members:
         return _member(row)
 
     async def authenticate(self, token: str) -> Member:
-        row = member_store.member_by_token(self._db, secret_hash(token))
+        return self._by_token_hash(secret_hash(token))
+
+    async def voter(self, token: str) -> Member:
+        """`authenticate` for casting a ballot, answered from a small LRU when it can.
+
+        A ballot needs only the member's id (any role may vote), and the ballot box
+        re-checks in the ballot's own commit that the member is still current, so an
+        entry gone stale (a removal by `convene member remove` in another process)
+        can at worst earn a 401 at commit instead of here, never a stored ballot.
+        Entries live VOTER_CACHE_TTL_S; a removal in this process empties the cache.
+        """
+        key, now = secret_hash(token), self._clock()
+        hit = self._voters.get(key)
+        if hit is not None and hit[1] > now:
+            self._voters.move_to_end(key)
+            return hit[0]
+        member = self._by_token_hash(key)
+        self._voters[key] = (member, now + VOTER_CACHE_TTL_S)
+        self._voters.move_to_end(key)
+        if len(self._voters) > VOTER_CACHE_SIZE:
+            self._voters.popitem(last=False)
+        return member
+
+    def _by_token_hash(self, token_hash: str) -> Member:
+        row = member_store.member_by_token(self._db, token_hash)
         if row is None:
             raise Unauthorized("the bearer token is unknown or its member was removed")
         return _member(row)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -60,24 +61,51 @@ async def next_close_time(db: Database) -> int | None:
     return None if row is None or row["t"] is None else int(row["t"])
 
 
+# Who may still put a ballot in: both answered by one statement, one row.
+_BATCH_CHECK = (
+    "SELECT (SELECT json_group_array(id) FROM proposals WHERE status = 'open'"
+    " AND id IN (SELECT value FROM json_each(?))),"
+    " (SELECT json_group_array(id) FROM members WHERE removed_at IS NULL"
+    " AND id IN (SELECT value FROM json_each(?)))"
+)
+
+
 def store_ballot_batch(
     conn: sqlite3.Connection, proposal_ids: Sequence[str], rows: Sequence[tuple[Any, ...]]
-) -> list[bool]:
-    """Insert the ballots whose proposal is open (one statement); say which were.
+) -> list[str]:
+    """Insert the ballots whose proposal is open and whose member is current.
 
-    `rows[i]` is in BALLOT_COLUMNS order for `proposal_ids[i]`. Runs on the writer
-    thread inside `Database.write_now`, so the status read and the insert are one
+    `rows[i]` is in BALLOT_COLUMNS order for `proposal_ids[i]`; the answer says, for
+    each, "stored", "closed" (its proposal is not open) or "removed" (its member was
+    removed, perhaps by another process since the token was checked). Runs on the
+    writer thread inside `Database.write_now`, so the checks and the insert are one
     transaction: a ballot racing a close is either counted or refused, never lost.
+    Two statements whatever the batch size: every SQLite call on this thread must
+    win the GIL back from a busy event loop, so a row-by-row executemany made a
+    batch's commit wait once per row.
     """
-    ids = sorted(set(proposal_ids))
-    marks = ",".join("?" for _ in ids)
-    status = dict(conn.execute(f"SELECT id, status FROM proposals WHERE id IN ({marks})", ids))
-    ok = [status.get(pid) == "open" for pid in proposal_ids]
-    conn.executemany(
-        f"INSERT INTO ballots ({', '.join(BALLOT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
-        [row for row, accepted in zip(rows, ok, strict=True) if accepted],
-    )
-    return ok
+    members = [row[1] for row in rows]
+    check = conn.execute(
+        _BATCH_CHECK,
+        (json.dumps(sorted(set(proposal_ids))), json.dumps(sorted(set(members)))),
+    ).fetchone()
+    open_ids, current = set(json.loads(check[0])), set(json.loads(check[1]))
+    outcome = [
+        "stored"
+        if member in current and pid in open_ids
+        else ("removed" if member not in current else "closed")
+        for pid, member in zip(proposal_ids, members, strict=True)
+    ]
+    keep = [row for row, said in zip(rows, outcome, strict=True) if said == "stored"]
+    if keep:
+        picks = ", ".join(f"value ->> {i}" for i in range(len(BALLOT_COLUMNS)))
+        # ORDER BY key: ids follow arrival, and a member's last ballot is the highest id
+        conn.execute(
+            f"INSERT INTO ballots ({', '.join(BALLOT_COLUMNS)})"
+            f" SELECT {picks} FROM json_each(?) ORDER BY key",
+            (json.dumps(keep),),
+        )
+    return outcome
 
 
 BALLOT_COLUMNS = ("proposal_id", "member_id", "receipt", "ballot", "nonce", "cast_at")

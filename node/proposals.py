@@ -109,6 +109,7 @@ class Proposals:
         self._opened: dict[str, tuple[str, ballots.ProposalSpec]] = {}
         self.changed = asyncio.Event()  # wakes the auto-closer when a close time appears
         self.regional: RegionalHook | None = None
+        self._stamp: tuple[int, str] = (-1, "")
 
     # -- reading ------------------------------------------------------------------
 
@@ -279,7 +280,7 @@ class Proposals:
                 receipt=receipt,
                 ballot_json=msgspec.json.encode(ballot).decode(),
                 nonce_hex=None if spec.secret else nonce.hex(),
-                cast_at=rfc3339(self._clock()),
+                cast_at=self._cast_at(),
                 member_signature=signature,
             )
         )
@@ -414,6 +415,13 @@ class Proposals:
         log.info("closed proposal=%s cast=%d eligible=%d", proposal_id, len(typed), roster_size)
 
     # -- helpers ------------------------------------------------------------------
+
+    def _cast_at(self) -> str:
+        # whole seconds (protocol.md §1): formatting once a second, not once a ballot
+        second = int(self._clock())
+        if second != self._stamp[0]:
+            self._stamp = (second, rfc3339(second))
+        return self._stamp[1]
 
     def url_of(self, proposal_id: str) -> str:
         return f"{self._identity.url.rstrip('/')}/proposals/{proposal_id}"

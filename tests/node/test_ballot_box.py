@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import aiohttp
+import pytest
 from nodekit import (
     NodeProcess,
     add_member,
@@ -15,8 +16,12 @@ from nodekit import (
     free_port,
     init_node,
     read_db,
+    run_process,
 )
 
+from node.errors import Conflict, Unauthorized
+from node.proposal_forms import NewProposal
+from node.services import NodeServices
 from protocol import chain
 
 
@@ -66,3 +71,75 @@ async def test_200_concurrent_ballots_from_200_members(tmp_path: Path) -> None:
     ]
     assert [e["seq"] for e in entries] == list(range(len(entries)))
     chain.verify_chain(entries)
+
+
+async def test_the_commit_refuses_a_removed_member_and_a_closed_proposal(
+    services: NodeServices,
+) -> None:
+    org = (await services.members.add("Olu", "organizer")).member
+    kept, gone = (await services.members.add("Mia")), (await services.members.add("Max"))
+    p = await services.proposals.create(org, NewProposal(title="Roof", method="consent"))
+    # Max is authenticated (and cached) before he is removed: the commit still says no.
+    max_ = await services.members.voter(gone.token)
+    await services.members.remove(max_.id)
+    with pytest.raises(Unauthorized, match=f"member {max_.id} was removed"):
+        await services.proposals.cast(max_, p.id, {"choice": "block"})
+    with pytest.raises(Unauthorized):
+        await services.members.voter(gone.token)
+    mia = await services.members.voter(kept.token)
+    await services.proposals.cast(mia, p.id, {"choice": "agree"})
+    await services.proposals.close(org, p.id)
+    with pytest.raises(Conflict, match="no longer open"):
+        await services.proposals.cast(mia, p.id, {"choice": "agree"})
+    rows = await services.db.fetchall(
+        "SELECT member_id FROM ballots WHERE proposal_id = ?", (p.id,)
+    )
+    assert [row["member_id"] for row in rows] == [mia.id]
+
+
+async def test_a_member_removed_by_another_process_cannot_vote_on(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    init_node(data, port)
+    org = add_member(data, "Olu", "organizer")
+    mia = add_member(data, "Mia")
+    node = NodeProcess(data=data, port=port, log_path=tmp_path / "node.log")
+    node.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            status, p = await call(
+                http,
+                "POST",
+                f"{node.url}/api/proposals",
+                org["token"],
+                {"title": "Dues", "method": "consent"},
+            )
+            assert status == 201
+            target = f"{node.url}/api/proposals/{p['id']}/ballots"
+            status, _ = await call(http, "POST", target, mia["token"], {"choice": "agree"})
+            assert status == 201  # her token is now in the node's voter cache
+            run_process("member", "remove", mia["id"], "--data", str(data))
+            status, out = await call(http, "POST", target, mia["token"], {"choice": "block"})
+            assert status == 401 and "removed" in out["detail"], out
+    finally:
+        node.stop()
+    ballots = read_db(data, "SELECT ballot FROM ballots WHERE member_id = ?", (mia["id"],))
+    assert [json.loads(b) for (b,) in ballots] == [{"choice": "agree"}]
+
+
+async def test_within_one_batch_a_members_last_ballot_is_the_one_counted(
+    services: NodeServices,
+) -> None:
+    org = (await services.members.add("Olu", "organizer")).member
+    mia = (await services.members.add("Mia")).member
+    p = await services.proposals.create(org, NewProposal(title="Fence", method="consent"))
+    await services.proposals.cast(mia, p.id, {"choice": "abstain"})
+    choices = ["agree", "block", "disagree", "block", "agree", "disagree"]
+    # queued together, they commit in one transaction, in arrival order
+    outs = await asyncio.gather(
+        *(services.proposals.cast(mia, p.id, {"choice": c}) for c in choices)
+    )
+    mine = await services.proposals.my_ballot(mia, p.id)
+    assert mine is not None and mine.receipt == outs[-1]["receipt"]
+    closed = await services.proposals.close(org, p.id)
+    assert closed.tally is not None
+    assert closed.tally["counts"] == {"agree": 0, "abstain": 0, "disagree": 1, "block": 0}
