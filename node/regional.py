@@ -54,7 +54,7 @@ from node.ledger import Appended
 from node.proposals import next_status
 from node.regional_store import HeldEntry, Question, Rejection
 from node.storage import Tx
-from protocol import aggregate, ballots, canonical, entries, proofs
+from protocol import aggregate, ballots, canonical, deadlines, entries, proofs
 from protocol import tally as protocol_tally
 from protocol.errors import ChainError, ProtocolError, TallyError
 
@@ -87,14 +87,10 @@ def _where(entry: dict[str, Any]) -> tuple[str | None, int | None]:
 
 
 def _due(question: dict[str, Any], grace: int) -> int | None:
-    """The signed deadline for tallies, or the close time plus our own grace."""
-    due = question.get("tallies_due")
-    if isinstance(due, str):
-        return parse_rfc3339(due, field="tallies_due")
-    closes = question.get("closesAt") or question.get("endTime")
-    if isinstance(closes, str):
-        return parse_rfc3339(closes, field="closesAt") + grace
-    return None
+    """The signed deadline for tallies, or the close time plus our own grace (the rule
+    is protocol/deadlines.py's, shared with the audit)."""
+    due = deadlines.tallies_due(question, grace_s=grace)
+    return None if due is None else parse_rfc3339(due, field="tallies_due")
 
 
 class Regional:
@@ -325,12 +321,8 @@ class Regional:
         raise RejectedEntry("unknown_proposal", why, actor=actor, seq=seq)
 
     def _lateness(self, q: Question, entry: dict[str, Any]) -> str | None:
-        published = entry.get("published")
-        if q.due_ts is None or not isinstance(published, str):
-            return None
-        if parse_rfc3339(published, field="published") <= q.due_ts:
-            return None
-        return f"published {published}, after tallies were due at {rfc3339(q.due_ts)}"
+        due = None if q.due_ts is None else rfc3339(q.due_ts)
+        return deadlines.tally_lateness(due, entry)
 
     def _mark(self, object_id: str) -> None:
         self._dirty.add(object_id)

@@ -20,7 +20,7 @@ module that owns each rule; it never restates a rule itself:
    the roster at the tally's seq (roster.py ``member_keys_at``), so a ballot the node
    altered, or signed by a key revoked before the count, is named (§7.5);
 5. decisions (aggregate.py ``verify_decision``) against the proposal's rule and the
-   tallies in the bundle;
+   signed tallies in the bundle that were on time (protocol/deadlines.py);
 6. with a receipt: its inclusion proof against the tally's signed root (RFC 9162).
 
 Findings are collected, never raised, so one audit names every problem; they are
@@ -53,6 +53,7 @@ from protocol.bundle import ActorRecord, BallotRecord, EntryRecord, Header, Rece
 from protocol.bundle import Record as BundleRecord
 from protocol.chain import ChainState, audit_chains, check_entry, entry_digest
 from protocol.counting import count
+from protocol.deadlines import tallies_due, tally_lateness
 from protocol.errors import ProtocolError
 from protocol.member_ballots import SignedBallot, verify_member_ballot
 from protocol.roster import member_keys_at, roster_at, roster_root
@@ -401,6 +402,7 @@ def _check_proposals(b: _Sorted, findings: list[Finding]) -> dict[str, tuple[Pro
     specs: dict[str, tuple[ProposalSpec, str]] = {}
     for entry_id, entry in b.questions.items():
         try:
+            tallies_due(entry)  # a deadline that is no time makes no valid proposal
             specs[entry_id] = (parse_spec(entry), entry_digest(entry))
         except ProtocolError as exc:
             findings.append(_finding(exc, entry, "bad_proposal"))
@@ -719,14 +721,11 @@ def _show(value: object) -> str:
 
 
 def _on_time(question: Mapping[str, Any], tally: Mapping[str, Any]) -> bool:
-    """A tally counts in a regional decision only if it was published by the signed
-    proposal's ``tallies_due`` (the rule the nodes apply in node/regional.py; both
-    times are signed, so every node and the auditor judge it alike). Both are RFC 3339
-    UTC with whole seconds (protocol.md §1), a form that sorts as text."""
-    due, published = question.get("tallies_due"), tally.get("published")
-    if not isinstance(due, str) or not isinstance(published, str):
-        return True
-    return published <= due
+    """The lateness rule of protocol/deadlines.py, as node/regional.py applies it.
+
+    Both times are signed; ``_check_proposals`` has refused a Question whose
+    ``tallies_due`` is not a time and the envelope check a malformed ``published``."""
+    return tally_lateness(tallies_due(question), tally) is None
 
 
 def _check_decisions(
