@@ -660,6 +660,18 @@ def test_a_late_tally_does_not_count_in_the_decision() -> None:
     assert [f.what for f in counting_late.findings] == ["decision_mismatch"]
 
 
+def test_a_question_whose_deadline_is_no_time_is_a_bad_proposal() -> None:
+    region = Chain(REGION, "region")
+    spec = ProposalSpec(method="consent", scope="regional", chapters=(CH_A,))
+    body = {"type": "Question", "name": "Q", "tallies_due": "after lunch", **spec_fields(spec)}
+    question = region.append(body)
+    report = audit([EntryRecord(entry=e) for e in region.entries])
+    assert [(f.actor, f.seq, f.what) for f in report.findings] == [
+        (REGION, question["seq"], "bad_proposal")
+    ]
+    assert "tallies_due" in report.findings[0].why
+
+
 def test_the_exporter_named_in_the_header_must_have_its_chain_in_the_bundle(
     world: dict[str, Any],
 ) -> None:
