@@ -4,11 +4,15 @@ A real `convene serve` process on loopback takes ballots from 50 concurrent clie
 each ballot is authenticated, validated, given a receipt and committed durably
 (synchronous=FULL, group commit) before its 201. The floor is a bare aiohttp server
 (its own process) that decodes the JSON body and answers 201, driven by the same
-clients for the same time. Also reports the idle RSS of `convene serve`.
+clients for the same time. A second floor is the disk's: bare SQLite commits a second
+(WAL, synchronous=FULL, one small row each) in the same folder, since a durable
+ballot can never be acknowledged faster than its commit. Also reports the node's CPU
+per ballot, the machine's load average at the start, and the idle RSS of `convene serve`.
 
     python bench/node_ballots.py [--quick]
 
 Ends with one line: RESULT ballots_per_s=... plain_post_per_s=... ratio=... idle_rss_mb=...
+node_cpu=... cpu_us_per_ballot=... commits_per_s=... load1=...
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -62,6 +67,25 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def commit_floor(folder: Path, seconds: float) -> float:
+    """Bare durable SQLite commits a second on this disk (the storage floor)."""
+    conn = sqlite3.connect(folder / "floor.sqlite3", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE t (x TEXT)")
+        done, stop_at = 0, time.monotonic() + seconds
+        started = time.monotonic()
+        while time.monotonic() < stop_at:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (?)", ("x" * 300,))
+            conn.execute("COMMIT")
+            done += 1
+        return done / (time.monotonic() - started)
+    finally:
+        conn.close()
 
 
 def plain_server(port: int) -> None:
@@ -148,6 +172,7 @@ async def run(seconds: float) -> dict[str, float]:
         finally:
             node.terminate()
             node.wait(timeout=10)
+        commits_per_s = commit_floor(Path(tmp), min(2.0, seconds / 2))
 
     port = free_port()
     plain = subprocess.Popen([sys.executable, __file__, "--plain-server", str(port)], cwd=ROOT)
@@ -167,6 +192,8 @@ async def run(seconds: float) -> dict[str, float]:
         "ratio": ballots_per_s / plain_per_s,
         "idle_rss_mb": idle,
         "node_cpu": node_cpu,
+        "cpu_us_per_ballot": node_cpu / ballots_per_s * 1e6,
+        "commits_per_s": commits_per_s,
     }
 
 
@@ -179,6 +206,7 @@ def main() -> None:
         plain_server(args.plain_server)
         return
     seconds = 4.0 if args.quick else 15.0
+    load1 = os.getloadavg()[0]
     result = asyncio.run(run(seconds))
     print(f"ballots accepted/s (durable, 50 clients): {result['ballots_per_s']:.0f}")
     print(f"plain aiohttp POST/s (floor, same clients): {result['plain_post_per_s']:.0f}")
@@ -186,12 +214,22 @@ def main() -> None:
         f"ratio: {result['ratio']:.2f}   idle RSS of convene serve: {result['idle_rss_mb']:.1f} MB"
     )
     print(
+        f"node CPU: {result['node_cpu']:.2f} cores, {result['cpu_us_per_ballot']:.0f} µs a ballot"
+    )
+    print(
+        f"bare durable SQLite commits/s on this disk (floor): {result['commits_per_s']:.0f}"
+        f"   load average at start: {load1:.1f} on {os.cpu_count()} CPUs"
+    )
+    print(
         "RESULT "
         f"ballots_per_s={result['ballots_per_s']:.0f} "
         f"plain_post_per_s={result['plain_post_per_s']:.0f} "
         f"ratio={result['ratio']:.3f} "
         f"idle_rss_mb={result['idle_rss_mb']:.1f} "
-        f"node_cpu={result['node_cpu']:.2f}"
+        f"node_cpu={result['node_cpu']:.2f} "
+        f"cpu_us_per_ballot={result['cpu_us_per_ballot']:.0f} "
+        f"commits_per_s={result['commits_per_s']:.0f} "
+        f"load1={load1:.1f}"
     )
 
 
