@@ -555,6 +555,8 @@ class _Rosters:
         self._entries = entries
         self._changes: dict[str, list[int]] = {}
         self._memo: dict[tuple[str, int], tuple[frozenset[str], int, str]] = {}
+        self._keys_memo: dict[tuple[str, int], dict[str, tuple[frozenset[str], frozenset[str]]]]
+        self._keys_memo = {}
 
     def at(self, actor: str, seq: int) -> tuple[frozenset[str], int, str]:
         if actor not in self._changes:
@@ -571,6 +573,13 @@ class _Rosters:
 
     def keys_at(self, actor: str, seq: int) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
         """Each member's keys held at ``seq`` and every key ever registered to them."""
+        self.at(actor, seq)  # the RosterChange seqs, listed once per actor
+        memo_key = (actor, bisect_right(self._changes[actor], seq))
+        if memo_key not in self._keys_memo:
+            self._keys_memo[memo_key] = self._keys_at(actor, seq)
+        return self._keys_memo[memo_key]
+
+    def _keys_at(self, actor: str, seq: int) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
         held = member_keys_at(self._entries[actor], seq)
         ever: dict[str, set[str]] = defaultdict(set)
         for e in self._entries[actor]:
