@@ -160,12 +160,16 @@ async def ensure_schema(conn: aiosqlite.Connection) -> None:
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
-    # WAL lets the node's own connection read while we write.
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.executescript(SCHEMA)
-    conn.commit()
+    try:
+        # WAL lets the node's own connection read while we write.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.executescript(SCHEMA)
+        conn.commit()
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -185,10 +189,16 @@ class Database:
         self._conn: sqlite3.Connection | None = None
 
     async def open(self) -> None:
+        """Connect on the worker thread; on failure the thread is stopped too, so a
+        node that cannot open its file exits instead of idling on a live thread."""
         loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(
-            self._executor, _connect, self.path, self._synchronous
-        )
+        try:
+            self._conn = await loop.run_in_executor(
+                self._executor, _connect, self.path, self._synchronous
+            )
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         conn = self._conn

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import aiosqlite
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -102,3 +104,16 @@ def test_the_evidence_query_returns_both_entries(tmp_path: Path) -> None:
     assert [(q.actor, q.seq, q.detected_at, len(q.entries)) for q in found] == [
         (ACTORS[1], 2, 5.0, 2)
     ]
+
+
+async def test_a_database_that_cannot_open_leaves_no_thread_behind(tmp_path: Path) -> None:
+    def fed_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("convene-fed-db")]
+
+    before = fed_threads()
+    (tmp_path / "not-a-file").mkdir()
+    db = store.Database(tmp_path / "not-a-file")
+    with pytest.raises(sqlite3.Error):
+        await db.open()
+    assert fed_threads() == before
+    await db.close()  # closing what never opened is harmless
