@@ -157,8 +157,10 @@ class Cluster:
 
     # -- setting up ------------------------------------------------------------------
 
-    async def create(self, members_per_chapter: int) -> None:
-        """Data folders, keys and members (organizers on every node)."""
+    async def create(self, members_per_chapter: int, *, start: bool = False) -> None:
+        """Data folders, keys and members (organizers on every node); with `start`,
+        each node's process starts as soon as its folder is ready, so that the nodes'
+        start-up overlaps the making of the next ones."""
         for node in self.nodes:
             created = await init_node(node.data, name=node.name, url=node.url, kind=node.kind)
             node.actor = created.to_json()["actor"]
@@ -172,11 +174,19 @@ class Cluster:
                         node.members.append(added.to_json())
             finally:
                 await services.db.close()
+            if start:
+                node.start()
+        if start:
+            await self.wait_up(self.nodes)
 
     async def start(self, nodes: list[Node] | None = None) -> None:
+        """Start `nodes` (default: all) and wait until they answer."""
         for node in nodes or self.nodes:
             node.start()
-        for node in nodes or self.nodes:
+        await self.wait_up(nodes or self.nodes)
+
+    async def wait_up(self, nodes: list[Node]) -> None:
+        for node in nodes:
 
             async def alive(n: Node = node) -> bool | None:
                 return await self._alive(n)
@@ -364,8 +374,7 @@ async def run_demo(root: Path, out: Path | None, wait: bool, echo: Callable[[str
     started = time.monotonic()
     async with Cluster(root, CHAPTERS, grace_s=5) as cluster:
         echo(f"creating a region and {len(CHAPTERS)} chapters in {root}")
-        await cluster.create(members_per_chapter=3)
-        await cluster.start()
+        await cluster.create(members_per_chapter=3, start=True)
         for node in cluster.nodes:
             echo(f"  {node.kind:8} {node.name:10} {node.url}  actor {node.actor}")
         await cluster.join()

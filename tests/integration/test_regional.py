@@ -33,8 +33,7 @@ SEEN: dict[str, Any] = {}  # what earlier tests made, for the later ones
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
     root = tmp_path_factory.mktemp("region")
     async with Cluster(root, ["Alder", "Birch", "Cedar"], grace_s=GRACE) as c:
-        await c.create(members_per_chapter=2)
-        await c.start()
+        await c.create(members_per_chapter=2, start=True)
         await c.join()
         yield c
 
