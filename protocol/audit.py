@@ -4,10 +4,9 @@ Theory of operation. ``audit_bundle`` makes one pass over the records and asks t
 module that owns each rule; it never restates a rule itself:
 
 1. chains (protocol/chain.py ``audit_chains``): every proof by the key valid at its
-   seq, links, gaps, order, equivocation, key rotations, retired keys (§5). Two copies
-   of one seq are an equivocation only if both carry the actor's signature
-   (``check_entry`` with the key valid there); an unsigned copy is a forgery, so a
-   stranger's bundle line cannot frame an honest actor;
+   seq, links, gaps, order, equivocation, key rotations, retired keys (§5); of two
+   copies of one seq, one the actor did not sign is a forgery, not an equivocation,
+   and the signed one is the one checked further;
 2. actor documents: the current ``assertionMethod`` key equals the chain's latest;
 3. proposals (protocol/ballots.py ``parse_spec``): each ``Question`` is a valid spec;
 4. tallies (protocol/aggregate.py ``check_tally``) against the proposal; against the
@@ -51,7 +50,7 @@ from protocol.ballots import (
 )
 from protocol.bundle import ActorRecord, BallotRecord, EntryRecord, Header, ReceiptRecord
 from protocol.bundle import Record as BundleRecord
-from protocol.chain import ChainState, audit_chains, check_entry, entry_digest
+from protocol.chain import audit_chains, entry_digest
 from protocol.counting import count
 from protocol.deadlines import tallies_due, tally_lateness
 from protocol.errors import ProtocolError
@@ -830,34 +829,11 @@ def _check_chain(group: tuple[str, list[dict[str, Any]]]) -> _ChainPart:
         finding = Finding(actor, None, "malformed", why)
         return _ChainPart(actor, len(entries), [finding], [], None, False, {})
     state = chain.state
-    # Two entries for one seq are an equivocation only if the actor signed both; a copy
-    # nobody with the actor's key signed is a forgery, and must not frame the actor.
-    accepted: dict[int, str] = {}
-    forged: list[Finding] = []
-    for seq, copies in sorted(chain.equivocations.items()):
-        signed = _signed_copies(state, seq, copies)
-        if signed is None or len(signed) != 1:
-            continue  # both signed (or no way to tell): a real equivocation
-        accepted[seq] = signed[0]
-        for copy in copies:
-            digest = entry_digest_or_none(copy)
-            if digest != signed[0]:
-                forged.append(
-                    Finding(
-                        actor,
-                        seq,
-                        "bad_proof",
-                        f"another entry claiming seq {seq} (digest {digest}) is not signed by "
-                        "the key valid at that seq: a forgery, ignored, not an equivocation",
-                    )
-                )
     findings = [
-        Finding(actor, f.seq, f.code, f.detail + _evidence(f.evidence))
-        for f in chain.findings
-        if not (f.code == "equivocation" and f.seq in accepted)
-    ] + forged
-    real = set(chain.equivocations) - set(accepted)
+        Finding(actor, f.seq, f.code, f.detail + _evidence(f.evidence)) for f in chain.findings
+    ]
     through = chain.verified_through
+    real = chain.equivocations
     valid = [] if through is None else [s for s in range(through + 1) if s not in real]
     return _ChainPart(
         actor=actor,
@@ -866,27 +842,8 @@ def _check_chain(group: tuple[str, list[dict[str, Any]]]) -> _ChainPart:
         valid_seqs=valid,
         latest_key=None if state is None else (state.key_id, state.key.multibase),
         equivocating=bool(real),
-        accepted=accepted,
+        accepted=dict(chain.genuine),
     )
-
-
-def _signed_copies(
-    state: ChainState | None, seq: int, copies: Iterable[Mapping[str, Any]]
-) -> list[str] | None:
-    """Digests of the copies signed by the key valid at ``seq``; None if unknown (the
-    chain broke before ``seq``, so which key was valid there is not established)."""
-    if state is None or seq >= state.next_seq:
-        return None
-    span = state.key_at(seq)
-    signed = []
-    for copy in copies:
-        try:
-            checked = check_entry(copy, {span.key_id: span.key})
-        except ProtocolError:
-            continue
-        if checked.method == span.key_id and checked.verified_with == span.key:
-            signed.append(checked.digest)
-    return signed
 
 
 def _evidence(digests: tuple[str, ...]) -> str:

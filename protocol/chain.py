@@ -36,7 +36,7 @@ from protocol.entries import (
     read_new_key,
     rotation,
 )
-from protocol.errors import CanonicalError, ChainError, ProofError
+from protocol.errors import CanonicalError, ChainError, ProofError, ProtocolError
 from protocol.keys import VerifyKey
 from protocol.proofs import verified_digest
 
@@ -322,7 +322,10 @@ class ActorChain:
     entry_count: int
     state: ChainState | None  # after the last entry that verified
     findings: tuple[Finding, ...]
+    # seq -> the copies the actor signed, where it signed more than one (§5.2)
     equivocations: Mapping[int, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
+    # seq -> digest of the one copy the actor signed, where the other copies are forged
+    genuine: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def verified_through(self) -> int | None:
@@ -373,19 +376,6 @@ def audit_chains(entries: Iterable[Mapping[str, Any]]) -> ChainReport:
 
 def _audit_actor(actor: str, seqs: dict[int, dict[str, Mapping[str, Any]]]) -> ActorChain:
     findings: list[Finding] = []
-    equivocations: dict[int, tuple[Mapping[str, Any], ...]] = {}
-    for seq, copies in sorted(seqs.items()):
-        if len(copies) > 1:
-            equivocations[seq] = tuple(copies.values())
-            findings.append(
-                Finding(
-                    actor,
-                    seq,
-                    "equivocation",
-                    f"{len(copies)} different entries claim seq {seq}",
-                    tuple(sorted(copies)),
-                )
-            )
     state: ChainState | None = None
     for seq in sorted(seqs):
         candidates = list(seqs[seq].items())
@@ -402,5 +392,64 @@ def _audit_actor(actor: str, seqs: dict[int, dict[str, Mapping[str, Any]]]) -> A
             assert first_error is not None
             findings.append(Finding(actor, first_error.seq, first_error.code, first_error.detail))
             break
+    forks, equivocations, genuine = _judge_forks(actor, seqs, state)
     count = sum(len(c) for c in seqs.values())
-    return ActorChain(actor, count, state, tuple(findings), equivocations)
+    return ActorChain(actor, count, state, tuple(forks + findings), equivocations, genuine)
+
+
+def _judge_forks(
+    actor: str, seqs: Mapping[int, Mapping[str, Mapping[str, Any]]], state: ChainState | None
+) -> tuple[list[Finding], dict[int, tuple[Mapping[str, Any], ...]], dict[int, str]]:
+    """Of several entries claiming one seq, which the actor signed (§5.2).
+
+    An equivocation needs two of them validly signed by the key valid at that seq; a
+    copy without that signature is a forgery (``bad_proof``), so a stranger cannot
+    frame an honest actor by adding a line to a bundle. Where the chain broke before
+    the seq, the key it names for that seq (its unverified claims) stands in.
+    """
+    findings: list[Finding] = []
+    equivocations: dict[int, tuple[Mapping[str, Any], ...]] = {}
+    genuine: dict[int, str] = {}
+    for seq, copies in sorted(seqs.items()):
+        if len(copies) < 2:
+            continue
+        signed = sorted(d for d, e in copies.items() if _signed_at(e, actor, seq, state, seqs))
+        for d in sorted(set(copies) - set(signed)):
+            why = (
+                f"another entry claiming seq {seq} is not signed by the key valid at that "
+                "seq: a forgery, ignored, not an equivocation"
+            )
+            findings.append(Finding(actor, seq, "bad_proof", why, (d,)))
+        if len(signed) == 1:
+            genuine[seq] = signed[0]
+        elif len(signed) > 1:
+            equivocations[seq] = tuple(copies[d] for d in signed)
+            why = f"{len(signed)} different entries signed by the actor claim seq {seq}"
+            findings.append(Finding(actor, seq, "equivocation", why, tuple(signed)))
+    return findings, equivocations, genuine
+
+
+def _signed_at(
+    entry: Mapping[str, Any],
+    actor: str,
+    seq: int,
+    state: ChainState | None,
+    seqs: Mapping[int, Mapping[str, Mapping[str, Any]]],
+) -> bool:
+    if state is not None and seq < state.next_seq:
+        span = state.key_at(seq)
+        kid, key = span.key_id, span.key
+    else:
+        claims = key_history(e for s in sorted(seqs) if s < max(seq, 1) for e in seqs[s].values())
+        if seq == 0 or not claims:
+            return False  # no verified genesis: nobody's key is established
+        try:
+            before = state_before(actor, seq, "", claims)
+        except ChainError:
+            return False
+        kid, key = before.key_id, before.key
+    try:
+        checked = check_entry(entry, {kid: key})
+    except ProtocolError:
+        return False
+    return checked.method == kid and checked.verified_with == key

@@ -378,6 +378,76 @@ def test_audit_finds_equivocation_and_keeps_both() -> None:
     assert str(finding).startswith(f"actor {A}, seq 2: equivocation")
 
 
+def _second_copy(chain: Builder, how: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The chain's seq 2 and another entry claiming seq 2, signed ``how``."""
+    chain.add()
+    honest = chain.add({"type": "Tally", "counts": {"agree": 5}})
+    chain.entries.pop()
+    if how == "unsigned":
+        other = chain.add({"type": "Tally", "counts": {"agree": 9}})
+        del other["proof"]
+    elif how == "stranger":
+        other = chain.add({"type": "Tally", "counts": {"agree": 9}}, key=K2)
+    elif how == "edited":
+        other = copy.deepcopy(honest)
+        other["counts"] = {"agree": 9}  # signed once, changed after
+    else:
+        raise AssertionError(how)
+    chain.entries[2:] = [honest]
+    return honest, other
+
+
+@pytest.mark.parametrize("how", ["unsigned", "stranger", "edited"])
+@pytest.mark.parametrize("order", ["forged_first", "forged_last"])
+def test_a_copy_the_actor_did_not_sign_is_a_forgery_not_an_equivocation(
+    how: str, order: str
+) -> None:
+    chain = Builder()
+    honest, forged = _second_copy(chain, how)
+    chain.add()  # seq 3 continues the honest branch
+    entries = [*chain.entries, forged] if order == "forged_last" else [forged, *chain.entries]
+    report = audit_chains(entries)
+    actor = report.actors[A]
+    assert actor.equivocations == {}
+    assert actor.genuine == {2: entry_digest(honest)}
+    assert actor.verified_through == 3
+    (finding,) = report.findings
+    assert (finding.actor, finding.seq, finding.code) == (A, 2, "bad_proof")
+    assert finding.evidence == (entry_digest(forged),)
+    assert "forgery" in finding.detail and "not an equivocation" in finding.detail
+
+
+def test_a_forgery_at_the_head_does_not_frame_the_actor() -> None:
+    """No later entry points at either copy: the signed one still wins."""
+    chain = Builder()
+    _, forged = _second_copy(chain, "stranger")
+    report = audit_chains([forged, *chain.entries])
+    assert report.actors[A].equivocations == {} and report.actors[A].verified_through == 2
+    assert [f.code for f in report.findings] == ["bad_proof"]
+
+
+def test_two_signed_copies_past_a_broken_link_are_still_an_equivocation() -> None:
+    """The chain broke at seq 1, so the key of seq 3 is the one the chain names."""
+    chain = Builder()
+    chain.add()
+    chain.add()
+    first = chain.add({"type": "Tally", "counts": {"agree": 5}})
+    chain.entries.pop()
+    second = chain.add({"type": "Tally", "counts": {"agree": 9}})
+    chain.entries[1] = {**chain.entries[1], "content": "edited"}  # breaks seq 1's proof
+    report = audit_chains([*chain.entries, first])
+    assert report.actors[A].verified_through == 0
+    assert set(report.actors[A].equivocations) == {3}
+    assert sorted((f.seq, f.code) for f in report.findings) == [
+        (1, "bad_proof"),
+        (3, "equivocation"),
+    ]
+    forged = {**second, "counts": {"agree": 1}}
+    report = audit_chains([*chain.entries, forged])
+    assert report.actors[A].equivocations == {}
+    assert sorted((f.seq, f.code) for f in report.findings) == [(1, "bad_proof"), (3, "bad_proof")]
+
+
 def test_audit_reports_every_actor() -> None:
     a, b, c = Builder(A), Builder(B, K1), Builder("http://127.0.0.1:8003/actor", K2)
     for chain in (a, b, c):
