@@ -9,9 +9,9 @@ code the nodes run — and exits 0 when everything verifies, 1 naming the first 
 Proof checks and receipt recomputation dominate an audit, so they are spread over
 forked worker processes running the same protocol/ functions (``fork_map``).
 
-``export`` writes this node's bundle from its database: its actor document and chain,
-the entries it received and verified, its counted ballots; and it completes the chains
-of other actors it holds only in part from their outboxes.
+``export`` writes this node's bundle through node/export.py (which the names
+``bundle_records``, ``complete_chains``, ``export_bundle`` and ``incomplete_chains``
+are re-exported from, for callers that import them from here).
 """
 
 from __future__ import annotations
@@ -32,30 +32,27 @@ import msgspec
 from tqdm import tqdm
 
 from federation.client import FederationClient
-from federation.crawl import crawl, fetch_chain
-from federation.documents import actor_document
+from federation.crawl import crawl
 from federation.errors import FederationError
-from node import chain_store, regional_store
-from node.clock import rfc3339, system_clock
-from node.config import load_config
 from node.errors import NodeError
-from node.federation_glue import NodeSource
-from node.services import NodeServices, build_services
-from node.storage import Database
-from protocol.audit import AuditReport, audit_bundle, entry_digest_or_none
-from protocol.bundle import (
-    ActorRecord,
-    BallotRecord,
-    Body,
-    BundleDecoder,
-    BundleError,
-    EntryRecord,
-    Header,
-    ReceiptRecord,
-    encode_record,
-    header,
-)
+from node.export import bundle_records, complete_chains, export_bundle, incomplete_chains
+from protocol.audit import AuditReport, audit_bundle
+from protocol.bundle import ActorRecord, Body, BundleDecoder, BundleError, Header
 from protocol.errors import ProtocolError
+
+__all__ = [
+    "audit",
+    "bundle_records",
+    "complete_chains",
+    "crawl_bundle",
+    "export",
+    "export_bundle",
+    "fork_map",
+    "incomplete_chains",
+    "read_bundle_file",
+    "run_audit",
+    "summary",
+]
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 PROGRESS_MIN_BYTES = 32 << 20  # below this an audit takes about a second: no bar
@@ -290,182 +287,6 @@ def audit(
     else:
         click.echo(summary(source, report))
     sys.exit(EXIT_VALID if report.ok else EXIT_INVALID)
-
-
-# --- export -------------------------------------------------------------------------------
-
-# The storage modules have no query for these three; they are read-only and used by
-# the export alone, so they live here (proposal_store.counted_receipts gives receipts
-# only, without member, ballot and nonce).
-_COUNTED_BALLOTS_SQL = (
-    "SELECT p.object_id AS proposal, p.spec AS spec, b.member_id AS member,"
-    " b.ballot AS ballot, b.nonce AS nonce, b.receipt AS receipt,"
-    " s.counter AS counter, s.key AS key, s.signature AS signature"
-    " FROM ballots b JOIN proposals p ON p.id = b.proposal_id"
-    # member-signed (§7.5), unless the member revoked the key before the count: the
-    # signature then vouches for nothing and the ballot is exported as custodial
-    " LEFT JOIN ballot_signatures s ON s.receipt = b.receipt AND NOT EXISTS ("
-    "SELECT 1 FROM member_keys k WHERE k.key = s.key AND k.revoked_seq <= p.tally_seq)"
-    " WHERE b.counted = 1 AND p.tally_seq IS NOT NULL"
-    " ORDER BY p.object_id, b.receipt"
-)
-_RECEIVED_ENTRIES_SQL = "SELECT body FROM fed_entry ORDER BY actor, seq, digest"
-_REMOTE_ACTORS_SQL = "SELECT document FROM fed_actor ORDER BY id"
-
-
-async def _has_table(db: Database, name: str) -> bool:
-    row = await db.fetchone(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    )
-    return row is not None
-
-
-async def bundle_records(services: NodeServices) -> list[Body]:
-    """This node's bundle body: actor documents, its own and received entries, and the
-    counted ballots of every tallied proposal (secret ones as receipts only)."""
-    db = services.db
-    me = services.identity.actor
-    records: list[Body] = [
-        ActorRecord(document=actor_document(await NodeSource(services).local_actor()))
-    ]
-    if await _has_table(db, "fed_actor"):
-        for row in await db.fetchall(_REMOTE_ACTORS_SQL):
-            document = msgspec.json.decode(bytes(row["document"]))
-            if isinstance(document, dict) and document.get("id") != me:
-                records.append(ActorRecord(document=document))
-    records += [
-        EntryRecord(entry=msgspec.json.decode(blob)) for blob in await chain_store.entries(db)
-    ]
-    received: list[dict[str, Any]] = []
-    if await _has_table(db, "fed_entry"):
-        for row in await db.fetchall(_RECEIVED_ENTRIES_SQL):
-            received.append(msgspec.json.decode(bytes(row["body"])))
-    if await _has_table(db, "regional_questions"):
-        # the regional proposals, tallies and decisions this node verified and holds
-        for question in await regional_store.questions(db):
-            received.append(question.entry)
-            for held in await regional_store.tallies(db, question.object_id):
-                received.append(held.entry)
-            for held in await regional_store.decisions(db, question.object_id):
-                received.append(held.entry)
-    seen: set[str | None] = set()
-    for entry in received:
-        if not isinstance(entry, dict) or entry.get("actor") == me:
-            continue
-        digest = entry_digest_or_none(entry)
-        if digest not in seen:  # held both as an activity and as a regional entry
-            seen.add(digest)
-            records.append(EntryRecord(entry=entry))
-    for row in await db.fetchall(_COUNTED_BALLOTS_SQL):
-        secret = bool(msgspec.json.decode(row["spec"]).get("secret", False))
-        if secret or row["nonce"] is None:
-            records.append(
-                ReceiptRecord(actor=me, proposal=row["proposal"], receipt=row["receipt"])
-            )
-        else:
-            records.append(
-                BallotRecord(
-                    actor=me,
-                    proposal=row["proposal"],
-                    member=row["member"],
-                    ballot=msgspec.json.decode(row["ballot"]),
-                    nonce=row["nonce"],
-                    receipt=row["receipt"],
-                    counter=row["counter"],
-                    key=row["key"],
-                    signature=row["signature"],
-                )
-            )
-    return records
-
-
-def incomplete_chains(records: list[Body], me: str) -> list[str]:
-    """Other actors whose entries in ``records`` do not run from seq 0 without a gap.
-
-    A node keeps only the entries it received from others (a proposal, a tally, a
-    decision); an auditor needs each such chain from its genesis to check a single
-    proof, so the export completes them from the actors' outboxes when it can.
-    """
-    seqs: dict[str, set[int]] = {}
-    for r in records:
-        if isinstance(r, EntryRecord) and r.entry.get("actor") != me:
-            actor, seq = r.entry.get("actor"), r.entry.get("seq")
-            if isinstance(actor, str) and isinstance(seq, int):
-                seqs.setdefault(actor, set()).add(seq)
-    return sorted(a for a, s in seqs.items() if s != set(range(max(s) + 1)))
-
-
-async def complete_chains(
-    records: list[Body], me: str, *, allow_private_network: bool
-) -> tuple[list[Body], list[str]]:
-    """``records`` plus the full chains (and documents) of the actors they hold only in
-    part, fetched over HTTP; and a warning for each actor that could not be fetched."""
-    missing = incomplete_chains(records, me)
-    if not missing:
-        return records, []
-    have_doc = {r.document.get("id") for r in records if isinstance(r, ActorRecord)}
-    have_entry = {
-        (r.entry.get("actor"), r.entry.get("seq"), entry_digest_or_none(r.entry))
-        for r in records
-        if isinstance(r, EntryRecord)
-    }
-    warnings: list[str] = []
-    added: list[Body] = []
-    async with FederationClient(signer=None, allow_private_network=allow_private_network) as client:
-        for actor in missing:
-            try:
-                document, chain = await fetch_chain(client, actor)
-            except FederationError as exc:
-                warnings.append(
-                    f"the chain of {actor} is incomplete and could not be fetched: {exc}"
-                )
-                continue
-            if actor not in have_doc:
-                added.append(ActorRecord(document=document))
-            for entry in chain:
-                key = (entry.get("actor"), entry.get("seq"), entry_digest_or_none(entry))
-                if key not in have_entry:
-                    have_entry.add(key)
-                    added.append(EntryRecord(entry=entry))
-    return records + added, warnings
-
-
-async def export_bundle(
-    data: Path,
-    out: Path,
-    *,
-    fetch: bool = True,
-    allow_private_network: bool | None = None,
-    clock: Callable[[], float] = system_clock,
-) -> tuple[int, list[str]]:
-    """Write the bundle of the node in ``data`` to ``out``: how many records, and
-    warnings about chains of other actors that could not be completed."""
-    config = load_config(data)
-    services = build_services(config)
-    await services.db.open()
-    try:
-        records = await bundle_records(services)
-    finally:
-        await services.db.close()
-    me = services.identity.actor
-    warnings: list[str] = []
-    if fetch:
-        private = (
-            config.allow_private_network if allow_private_network is None else allow_private_network
-        )
-        records, warnings = await complete_chains(records, me, allow_private_network=private)
-    elif incomplete_chains(records, me):
-        warnings = [
-            f"the chain of {a} is incomplete (not fetched)" for a in incomplete_chains(records, me)
-        ]
-    head = header(services.identity.actor, rfc3339(clock()))
-    tmp = out.with_name(out.name + ".part")
-    with tmp.open("wb") as f:  # written aside and renamed: never a half bundle under `out`
-        f.write(encode_record(head))
-        for record in records:
-            f.write(encode_record(record))
-    tmp.replace(out)
-    return len(records) + 1, warnings
 
 
 @click.command("export")

@@ -26,8 +26,9 @@ from nodekit import ROOT, NodeProcess, add_member, call, free_port, init_node
 
 from federation.client import FederationClient
 from federation.crawl import CrawlError, CrawlLimits, crawl
-from node.audit_command import complete_chains, incomplete_chains, read_bundle_file, run_audit
+from node.audit_command import read_bundle_file, run_audit
 from node.cli import main
+from node.export import complete_chains, incomplete_chains
 from protocol.audit import audit_bundle
 from protocol.ballots import ProposalSpec, spec_fields
 from protocol.bundle import MAX_LINE_BYTES, ActorRecord, Body, EntryRecord
@@ -514,8 +515,8 @@ def test_export_without_a_node_exits_1_saying_why(tmp_path: Path) -> None:
 async def test_a_regional_vote_audits_from_one_chapters_export_and_by_url(
     tmp_path: Path,
 ) -> None:
-    from node.audit_command import export_bundle
     from node.demo import Cluster
+    from node.export import export_bundle
 
     async with Cluster(tmp_path, ["Oak", "Elm"], grace_s=3) as cluster:
         await cluster.create(members_per_chapter=2)
