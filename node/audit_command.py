@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import msgspec
@@ -36,7 +36,7 @@ from federation.crawl import crawl
 from federation.errors import FederationError
 from node.errors import NodeError
 from node.export import bundle_records, complete_chains, export_bundle, incomplete_chains
-from protocol.audit import AuditReport, audit_bundle
+from protocol.audit import AuditReport, Mapper, audit_bundle
 from protocol.bundle import ActorRecord, Body, BundleDecoder, BundleError, Header
 from protocol.errors import ProtocolError
 
@@ -58,10 +58,6 @@ EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 PROGRESS_MIN_BYTES = 32 << 20  # below this an audit takes about a second: no bar
 PROGRESS_MIN_RECORDS = 100_000  # the same, counted in records (a URL crawl has no file)
 PARALLEL_MIN_ITEMS = 5_000  # a process pool costs more than it saves on small bundles
-
-T = TypeVar("T")
-R = TypeVar("R")
-Mapper = Callable[[Callable[[T], R], Iterable[T]], Iterable[R]]
 
 
 class UnreadableInput(Exception):

@@ -46,6 +46,7 @@ from protocol.tally import Tally
 __all__ = [
     "AuditReport",
     "Finding",
+    "Mapper",
     "ReceiptCheck",
     "Tallied",
     "audit_bundle",
@@ -54,6 +55,7 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
+# what ``audit_bundle`` runs its independent checks through: ``map`` or a pool's
 Mapper = Callable[[Callable[[T], R], Iterable[T]], Iterable[R]]
 
 
