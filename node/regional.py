@@ -62,6 +62,7 @@ log = logging.getLogger("convene.regional")
 
 TICK_S = 1.0  # the outbox and the deadlines are looked at this often at least
 MAX_BACKOFF_S = 60.0
+DECIDE_MARGIN_S = 2  # the region waits this long past tallies_due for tallies in transit
 PULL_EVERY_S = 30.0  # an unsettled, overdue proposal pulls the outboxes this often
 
 
@@ -341,8 +342,10 @@ class Regional:
         held = await regional_store.tallies(self._db, q.object_id)
         everyone = set(spec.chapters) <= {t.actor for t in held}
         # `published` has whole seconds, so a tally of the due second itself is on
-        # time: wait until that second is over.
-        if not everyone and (q.due_ts is None or self._clock() < q.due_ts + 1):
+        # time: wait until that second is over. The region, which decides once, also
+        # leaves an on-time tally a moment to arrive; a chapter recomputes if one does.
+        wait = 1 + (DECIDE_MARGIN_S if q.region == self._me else 0)
+        if not everyone and (q.due_ts is None or self._clock() < q.due_ts + wait):
             return
         pairs = [(t.digest, protocol_tally.parse_tally(t.entry)) for t in held]
         ours = aggregate.aggregate(spec, pairs, proposal=q.object_id, proposal_digest=q.digest)

@@ -24,7 +24,7 @@ from node.demo import Cluster, Node, free_port, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-GRACE = 8  # seconds after close that tallies still count (--regional-grace-s)
+GRACE = 10  # seconds after close that tallies still count (--regional-grace-s)
 CLOSES_IN = 5  # seconds; time for three chapters to open it and vote, under load
 SEEN: dict[str, Any] = {}  # what earlier tests made, for the later ones
 
