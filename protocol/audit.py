@@ -3,7 +3,7 @@
 Theory of operation. ``audit_bundle`` makes one pass over the records and asks the
 module that owns each rule; it never restates a rule itself:
 
-1. chains (protocol/chain.py ``audit_chains``): every proof by the key valid at its
+1. chains (protocol/chain_audit.py ``audit_chains``): every proof by the key valid at its
    seq, links, gaps, order, equivocation, key rotations, retired keys (§5); of two
    copies of one seq, one the actor did not sign is a forgery, not an equivocation,
    and the signed one is the one checked further;
@@ -37,7 +37,8 @@ from protocol.audit_report import AuditReport, Finding, ReceiptCheck, Tallied, f
 from protocol.ballots import ProposalSpec, parse_spec, receipt_proof, verify_receipt
 from protocol.bundle import Record as BundleRecord
 from protocol.bundle_index import BundleIndex, entry_digest_or_none
-from protocol.chain import audit_chains, entry_digest
+from protocol.chain import entry_digest
+from protocol.chain_audit import audit_chains
 from protocol.deadlines import tallies_due, tally_lateness
 from protocol.errors import ProtocolError
 from protocol.recount import recount_tally, tally_jobs
@@ -327,7 +328,7 @@ class _ChainPart(msgspec.Struct, frozen=True):
 
 
 def _check_chain(group: tuple[str, list[dict[str, Any]]]) -> _ChainPart:
-    """One actor's chain through chain.audit_chains: proofs, links, keys, forks."""
+    """One actor's chain through chain_audit.audit_chains: proofs, links, keys, forks."""
     actor, entries = group
     try:
         chain = audit_chains(entries).actors[actor]

@@ -1,7 +1,7 @@
 """A bundle's records grouped the way the audit's checks need them (docs/auditing.md).
 
 Entries by actor (every copy, for the chain check) and by id (one copy per seq: the
-signed one where another copy was forged, protocol/chain.py ``genuine``); proposals,
+signed one where another copy was forged, protocol/chain_audit.py ``genuine``); proposals,
 tallies and decisions in chain order, so which of two tallies is "the second" does not
 depend on the order of the bundle's lines; ballots and receipts by (actor, proposal).
 """

@@ -15,7 +15,6 @@ from protocol.chain import (
     CODES,
     ChainState,
     advance,
-    audit_chains,
     check_entry,
     declared_keys,
     entry_digest,
@@ -28,6 +27,7 @@ from protocol.chain import (
     verify_chain,
     verify_next,
 )
+from protocol.chain_audit import audit_chains
 from protocol.entries import CONTEXT, accept_body, read_envelope, roster_change_body
 from protocol.errors import ChainError, DecodeError
 from protocol.keys import SigningKey
