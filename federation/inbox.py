@@ -18,11 +18,15 @@ fails answers ``{"error", "detail"}`` with its status and nothing is stored:
 5. object proof: an embedded object carrying ``seq`` is a chain entry (§5). Objects
    are relayed verbatim, so authorship rests on its eddsa-jcs-2022 proof alone:
    the proof's key must be the one valid at that seq in its author's chain, which
-   the caller's entry-key resolver answers (400 bad proof, 401 unknown key);
+   the caller's entry-key resolver answers (400 bad proof, 401 unknown key). An
+   activity that carries ``seq`` itself is a bare entry: checked the same way, and
+   kept as a received entry only when its proof verifies (an unverified one goes to
+   its handler, which rejects it with a reason);
 6. dedupe and store, in one group-committed SQLite transaction per batch of
    concurrent requests: a known id with the same content is a duplicate (202, not
    processed again); with other content it is a replay (409). A second, different
-   entry for an (actor, seq) already held is stored as equivocation evidence.
+   entry for an (actor, seq) already held is stored as equivocation evidence,
+   also when it comes under a known id, as a bare entry's second version does.
 
 Then 202. Processing is asynchronous, as Takahē does it: federation/inbox_processor.py
 reads stored activities in arrival order and calls the handler registered for their
@@ -257,6 +261,8 @@ class Inbox:
             )
         await self._verify_transport(parsed, actor)
         entry = await self._verify_entry(activity.get("object"))
+        if entry is None and "seq" in activity:
+            entry = await self._bare_entry(activity)
         state = RECEIVED if self.processor.handles(kind) else IGNORED
         record = IncomingRecord(
             activity_id=activity_id,
@@ -268,6 +274,8 @@ class Inbox:
             entry=entry,
         )
         outcome = await self._store(record)
+        if outcome.status == "conflict" and outcome.equivocation:
+            return Receipt(activity_id, "accepted", True)  # kept as evidence only
         if outcome.status == "conflict":
             assert outcome.stored_body is not None
             # The same activity serialized differently is still the same activity.
@@ -335,6 +343,16 @@ class Inbox:
             exc.actor, exc.seq = env.actor, env.seq  # say where
             raise
         return EntryRecord(env.actor, env.seq, digest, msgspec.json.encode(obj))
+
+    async def _bare_entry(self, activity: dict[str, object]) -> EntryRecord | None:
+        """The activity as a chain entry of its own (nodes relay entries bare), if its
+        proof verifies. One that does not is still accepted, as before this gate: the
+        handler for its type rejects it with a reason the node shows (e.g. a forged
+        tally), so only the verified ones reach the received entries (§9.3)."""
+        try:
+            return await self._verify_entry(activity)
+        except (FederationError, ProtocolError):
+            return None
 
     # -- group commit --------------------------------------------------------------
 

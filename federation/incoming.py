@@ -68,10 +68,13 @@ def store_incoming(
 ) -> list[StoreOutcome]:
     """Store a batch of verified activities in one transaction (group commit).
 
-    A known id with the same body digest is a duplicate (nothing written); a known
-    id with another digest is a conflict (nothing written). A chain entry whose
-    (actor, seq) already holds a different digest is stored too, marked as
-    equivocation evidence, and its activity is kept in state ``evidence``.
+    A known id with the same body digest, or whose entry is already held as
+    equivocation evidence, is a duplicate (nothing written); a known id with another
+    digest is a conflict, of which nothing is written unless its
+    entry proves an equivocation (a bare entry's id is the entry's own, so two
+    entries for one seq share it): that entry is kept, ``equivocation`` set. A chain
+    entry whose (actor, seq) already holds a different digest is stored too, marked
+    as equivocation evidence, and its activity is kept in state ``evidence``.
     """
     out: list[StoreOutcome] = []
     try:
@@ -97,31 +100,23 @@ def store_incoming(
                     "SELECT body_digest, body FROM fed_incoming WHERE activity_id = ?",
                     (rec.activity_id,),
                 ).fetchone()
-                same = row[0] == rec.body_digest
-                out.append(StoreOutcome("duplicate" if same else "conflict", False, row[1]))
+                if row[0] == rec.body_digest or (
+                    rec.entry is not None and _is_evidence(conn, rec.entry)
+                ):
+                    out.append(StoreOutcome("duplicate", False, row[1]))
+                    continue
+                # A bare entry's activity id is the entry's id, so a second signed
+                # entry for one seq arrives under a known id: it is kept if it proves
+                # an equivocation, and nothing else of a replay is stored.
+                caught = rec.entry is not None and _keep_evidence(conn, rec, now)
+                out.append(StoreOutcome("conflict", caught, row[1]))
                 continue
             equivocation = False
             e = rec.entry
-            if (
-                e is not None
-                and conn.execute(
-                    "INSERT OR IGNORE INTO fed_entry"
-                    " (actor, seq, digest, body, activity_id, received_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (e.actor, e.seq, e.digest, e.body, rec.activity_id, now),
-                ).rowcount
-            ):
-                other = conn.execute(
-                    "SELECT 1 FROM fed_entry WHERE actor = ? AND seq = ? AND digest != ? LIMIT 1",
-                    (e.actor, e.seq, e.digest),
-                ).fetchone()
-                if other is not None:
-                    equivocation = True
-                    conn.execute(
-                        "INSERT OR IGNORE INTO fed_equivocation (actor, seq, detected_at)"
-                        " VALUES (?, ?, ?)",
-                        (e.actor, e.seq, now),
-                    )
+            if e is not None and _insert_entry(conn, e, rec.activity_id, now):
+                equivocation = _other_digest(conn, e)
+                if equivocation:
+                    _mark_equivocation(conn, e, now)
                     conn.execute(
                         "UPDATE fed_incoming SET state = ? WHERE activity_id = ?",
                         (EVIDENCE, rec.activity_id),
@@ -132,6 +127,53 @@ def store_incoming(
         conn.rollback()
         raise
     return out
+
+
+def _insert_entry(conn: sqlite3.Connection, e: EntryRecord, activity_id: str, now: float) -> bool:
+    """Keep a verified entry once per (actor, seq, digest); whether it was new."""
+    return bool(
+        conn.execute(
+            "INSERT OR IGNORE INTO fed_entry (actor, seq, digest, body, activity_id, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (e.actor, e.seq, e.digest, e.body, activity_id, now),
+        ).rowcount
+    )
+
+
+def _other_digest(conn: sqlite3.Connection, e: EntryRecord) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM fed_entry WHERE actor = ? AND seq = ? AND digest != ? LIMIT 1",
+        (e.actor, e.seq, e.digest),
+    ).fetchone()
+    return found is not None
+
+
+def _mark_equivocation(conn: sqlite3.Connection, e: EntryRecord, now: float) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO fed_equivocation (actor, seq, detected_at) VALUES (?, ?, ?)",
+        (e.actor, e.seq, now),
+    )
+
+
+def _is_evidence(conn: sqlite3.Connection, e: EntryRecord) -> bool:
+    """Whether this very entry is already held as one side of an equivocation."""
+    found = conn.execute(
+        "SELECT 1 FROM fed_entry e JOIN fed_equivocation q ON q.actor = e.actor"
+        " AND q.seq = e.seq WHERE e.actor = ? AND e.seq = ? AND e.digest = ?",
+        (e.actor, e.seq, e.digest),
+    ).fetchone()
+    return found is not None
+
+
+def _keep_evidence(conn: sqlite3.Connection, rec: IncomingRecord, now: float) -> bool:
+    """For an activity whose id is taken: store its entry only when another digest is
+    held for that (actor, seq) and this one is not yet; whether it was kept."""
+    e = rec.entry
+    assert e is not None
+    if not _other_digest(conn, e) or not _insert_entry(conn, e, rec.activity_id, now):
+        return False
+    _mark_equivocation(conn, e, now)
+    return True
 
 
 @dataclass(frozen=True, slots=True)

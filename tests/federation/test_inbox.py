@@ -408,7 +408,8 @@ async def test_replay_with_the_same_id_and_other_content(node: Node) -> None:
     first = enc(create(1, entry(0)))
     assert (await post(node.url, first, signed(node.url, first)))[0] == 202
     await wait_for(lambda: len(node.handled) == 1)
-    second = enc(create(1, entry(0, "block")))
+    # The same entry in an edited wrapper: no new entry, so nothing is kept.
+    second = enc({**create(1, entry(0)), "summary": "edited"})
     status, answer = await post(node.url, second, signed(node.url, second))
     assert (status, answer["error"]) == (409, "replayed")
     with sqlite3.connect(node.db) as conn:
