@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 GRACE = 10  # seconds after close that tallies still count (--regional-grace-s)
 CLOSES_IN = 5  # seconds; time for three chapters to open it and vote, under load
+CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
 SEEN: dict[str, Any] = {}  # what earlier tests made, for the later ones
 
 
@@ -87,6 +90,42 @@ async def test_a_regional_vote_end_to_end(cluster: Cluster) -> None:
         assert api["decision"]["outcome"]["winner"] == "tram"
         assert api["verification"] == "verified"
     SEEN["p1"] = (proposal, local, decided)
+
+
+def convene(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CONVENE, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+async def test_one_chapters_own_export_verifies_the_regional_decision(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Birch kept the region's Question and Decision and the other chapters' tallies
+    # as they arrived (bare entries included), so its export alone re-checks the
+    # decision; `convene export` completes the other chains from their outboxes.
+    _, _, decided = SEEN["p1"]
+    birch = chapter(cluster, "Birch")
+    bundle = tmp_path / "birch.jsonl"
+    done = convene("export", "--data", str(birch.data), "--out", str(bundle), "--offline")
+    assert done.returncode == 0, done.stderr
+    held = [msgspec.json.decode(line) for line in bundle.read_bytes().splitlines()]
+    entries = [r.get("entry") or {} for r in held]
+    ids = {e.get("id") for e in entries}
+    assert decided["decision"]["region_decision"] in ids
+    assert {e.get("actor") for e in entries if e.get("type") == "Tally"} == {
+        ch.actor for ch in cluster.chapters
+    }
+
+    done = convene(
+        "export", "--data", str(birch.data), "--out", str(bundle), "--allow-private-network"
+    )
+    assert done.returncode == 0, done.stderr
+    audited = convene("audit", str(bundle), "--jobs", "1", "--json")
+    assert audited.returncode == 0, audited.stdout[-3000:] + audited.stderr
+    report = msgspec.json.decode(audited.stdout)
+    assert report["ok"] and report["verified"]["decisions"] >= 1
+    assert report["verified"]["decisions"] == report["seen"]["decisions"]
 
 
 async def test_chapters_decide_without_the_region(cluster: Cluster) -> None:
