@@ -296,10 +296,12 @@ class FollowService:
 
     async def approve(self, actor_id: str) -> Follower:
         """An organizer accepts a pending follower."""
-        follower = await self.actors.get(actor_id)
+        # The pending Follow first: an unknown actor costs no outgoing fetch (and is
+        # a 404, not the 502 of an address that does not answer).
         pending = await self.host.write(lambda conn: follow_store.follower(conn, actor_id))
         if pending is None or pending.state != "pending":
             raise FollowError(f"{actor_id} has no pending Follow here", status=404)
+        follower = await self.actors.get(actor_id)
         return await self._accept(follower, pending.follow_id)
 
     async def reject(self, actor_id: str, *, nonce: str) -> Follower:

@@ -20,6 +20,7 @@ from federation.follow import FollowError, FollowService
 from federation.routes import setup_routes
 from node.bootstrap import init_node
 from node.config import load_config
+from node.demo import free_port
 from node.federation_glue import FEDERATION_MIGRATIONS, NodeHost
 from node.services import build_services
 from protocol import chain
@@ -107,6 +108,17 @@ async def test_approving_without_a_pending_follow_is_refused(
     with pytest.raises(FollowError) as info:
         await service.approve(chapter.actor.id)
     assert info.value.status == 404
+
+
+async def test_approving_an_unknown_actor_fetches_nothing_and_is_404(
+    region: tuple[FollowService, Any],
+) -> None:
+    service, _ = region
+    # Nothing listens there: a fetch would fail as unreachable (502), not as unknown.
+    nowhere = f"http://127.0.0.1:{free_port()}/actor"
+    with pytest.raises(FollowError) as info:
+        await service.approve(nowhere)
+    assert info.value.status == 404 and "no pending Follow" in info.value.detail
 
 
 async def test_accept_for_a_follow_never_sent_is_refused(
