@@ -107,10 +107,16 @@ class ActorCache:
         clock: Callable[[], float] = time.time,
     ) -> ActorCache:
         conn = await aiosqlite.connect(str(path))
-        await conn.execute("PRAGMA busy_timeout = 10000")
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.executescript(SCHEMA)
-        await conn.commit()
+        try:
+            await conn.execute("PRAGMA busy_timeout = 10000")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.executescript(SCHEMA)
+            await conn.commit()
+        except BaseException:
+            # The connection owns a thread: a node that cannot set up its cache must
+            # not leave it running (the process would then not exit).
+            await conn.close()
+            raise
         return cls(conn, client, ttl=ttl, clock=clock)
 
     async def close(self) -> None:

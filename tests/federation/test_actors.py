@@ -3,6 +3,8 @@ that change only through a KeyRotation in the actor's own verified chain."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -275,3 +277,16 @@ async def test_a_new_chain_under_a_known_id_is_refused(
         assert "pinned" in info.value.detail
     finally:
         await again.close()
+
+
+async def test_a_cache_whose_schema_fails_closes_its_connection(tmp_path: Path) -> None:
+    db = tmp_path / "node.sqlite3"
+    with sqlite3.connect(db) as conn:  # an index holds the name the cache's table needs
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("CREATE INDEX fed_actor_key ON t (x)")
+    before = set(threading.enumerate())
+    async with FederationClient(signer=None) as client:
+        with pytest.raises(sqlite3.OperationalError, match="fed_actor_key"):
+            await ActorCache.open(db, client)
+    leaked = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert leaked == []
