@@ -46,7 +46,7 @@ from federation.actors import ActorKeyError
 from federation.errors import FederationError
 from federation.inbox import IncomingActivity
 from node import proposal_store, regional_store
-from node.api import SERVICES_KEY, json_response
+from node.api import SERVICES_KEY, authenticate, json_response
 from node.clock import Clock, parse_rfc3339, rfc3339, system_clock
 from node.errors import BadRequest, Conflict, NodeError, NotFound
 from node.federation_glue import ACTORS_KEY, INBOX_HANDLERS_KEY, wake_delivery
@@ -609,6 +609,8 @@ async def _inbox_handler(app: web.Application, incoming: IncomingActivity) -> No
 
 
 async def _status_view(request: web.Request) -> web.Response:
+    # The same rule as GET /api/proposals/{id} (node/api.py): any signed-in member.
+    await authenticate(request)
     return json_response(await request.app[REGIONAL_KEY].status(request.match_info["id"]))
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 import pytest_asyncio
@@ -90,6 +91,21 @@ async def test_a_regional_vote_end_to_end(cluster: Cluster) -> None:
         assert api["decision"]["outcome"]["winner"] == "tram"
         assert api["verification"] == "verified"
     SEEN["p1"] = (proposal, local, decided)
+
+
+async def test_the_regional_view_asks_what_the_proposal_view_asks(cluster: Cluster) -> None:
+    _, local, _ = SEEN["p1"]
+    alder = chapter(cluster, "Alder")
+    path = f"/api/proposals/{local['Alder']}"
+    member = alder.members[0]["token"]
+    for suffix in ("", "/regional"):
+        # `call` falls back to the organizer's token: a bad token stands for none.
+        status, body = await cluster.call("GET", alder, path + suffix, token="cvn_" + "A" * 43)
+        assert (status, body["error"]) == (401, "unauthorized"), (suffix, body)
+        status, body = await cluster.call("GET", alder, path + suffix, token=member)
+        assert status == 200, (suffix, body)
+    async with aiohttp.ClientSession() as http, http.get(alder.url + path + "/regional") as r:
+        assert r.status == 401 and (await r.json())["error"] == "unauthorized"
 
 
 def convene(*args: str) -> subprocess.CompletedProcess[str]:
