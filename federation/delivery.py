@@ -165,7 +165,7 @@ class DeliveryWorker:
             except Exception:  # a broken DB must not kill the worker for good
                 log.exception("delivery loop failed; retrying")
                 delay = self._poll
-            await _nap(self._wake, delay or self._poll)
+            await store.nap(self._wake, delay or self._poll)
 
     async def _dispatch_due(self) -> None:
         free = self._concurrency - len(self._inflight)
@@ -239,31 +239,9 @@ class DeliveryWorker:
         return outcome, f"HTTP {resp.status}: {resp.body[:300].decode('utf-8', 'replace')}"
 
 
-async def _nap(wake: asyncio.Event, seconds: float) -> None:
-    """Sleep until ``wake`` is set or ``seconds`` pass, then clear ``wake``.
-
-    asyncio.timeout rather than asyncio.wait_for: on Python 3.11 wait_for can swallow
-    a cancellation that lands as the event fires, and then stop() would wait forever.
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await wake.wait()
-    wake.clear()
-
-
 def delivery_ctx(
     worker_factory: Callable[[web.Application], DeliveryWorker],
     key: web.AppKey[DeliveryWorker],
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """An ``app.cleanup_ctx`` entry that runs a worker for the app's lifetime."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        worker = worker_factory(app)
-        await worker.start()
-        app[key] = worker
-        try:
-            yield
-        finally:
-            await worker.stop()
-
-    return ctx
+    return store.service_ctx(worker_factory, key)

@@ -388,14 +388,4 @@ def inbox_ctx(
     factory: Callable[[web.Application], Inbox], key: web.AppKey[Inbox]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """An ``app.cleanup_ctx`` entry that runs an inbox for the app's lifetime."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        inbox = factory(app)
-        await inbox.start()
-        app[key] = inbox
-        try:
-            yield
-        finally:
-            await inbox.stop()
-
-    return ctx
+    return store.service_ctx(factory, key)

@@ -119,7 +119,7 @@ class InboxProcessor:
                 log.exception("inbox processor failed; retrying")
                 delay = 1.0
             if delay:
-                await _nap(self._wake, delay)
+                await store.nap(self._wake, delay)
             self._wake.clear()
 
     async def _process(self, row: PendingIncoming) -> None:
@@ -155,11 +155,3 @@ class InboxProcessor:
                 error=error,
             )
         )
-
-
-async def _nap(wake: asyncio.Event, seconds: float) -> None:
-    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-    # that lands as the event fires, and stop() would then wait forever.
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await wake.wait()

@@ -14,18 +14,24 @@ The node talks to these tables through aiosqlite connections (:func:`ensure_sche
 paths, run plain ``sqlite3`` functions on a private thread (:class:`Database`) so
 that one batch costs one thread hop and one commit. Every public name of the two
 query modules stays importable from here (``store.enqueue``, ``store.RECEIVED``...).
+
+The inbox and the delivery worker, the two services over that thread, share their
+lifetime here too: :func:`service_ctx` runs one for an app's lifetime and :func:`nap`
+is the wait of their background loops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
+from aiohttp import web
 
 from federation.delivery_queue import (
     DEAD,
@@ -78,6 +84,7 @@ __all__ = [
     "IncomingRecord",
     "PendingIncoming",
     "Recipient",
+    "Service",
     "StoreOutcome",
     "deliveries",
     "due_deliveries",
@@ -87,10 +94,12 @@ __all__ = [
     "equivocations",
     "host_of",
     "is_equivocating",
+    "nap",
     "next_due_at",
     "next_incoming_due_at",
     "record_attempt",
     "record_processing",
+    "service_ctx",
     "store_incoming",
 ]
 
@@ -213,3 +222,47 @@ class Database:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
+
+
+# --- the lifetime of the services over that thread ---------------------------------
+
+
+class Service(Protocol):
+    """A background service with a paired start and stop (the inbox, the worker)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Service)
+
+
+def service_ctx(
+    factory: Callable[[web.Application], S], key: web.AppKey[S]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An ``app.cleanup_ctx`` entry that runs ``factory(app)`` for the app's lifetime
+    under ``key``: started before the app serves, stopped when it shuts down."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        service = factory(app)
+        await service.start()
+        app[key] = service
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    return ctx
+
+
+async def nap(wake: asyncio.Event, seconds: float) -> None:
+    """Sleep until ``wake`` is set or ``seconds`` pass, then clear ``wake``.
+
+    asyncio.timeout rather than asyncio.wait_for: on Python 3.11 wait_for can swallow
+    a cancellation that lands as the event fires, and then stop() would wait forever.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()
+    wake.clear()

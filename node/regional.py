@@ -458,8 +458,7 @@ class Regional:
                     await self.catch_up(overdue_only=True)
             except Exception:  # keep the loop alive; the next tick retries
                 log.exception("regional pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
+            await fed_store.nap(self._wake, TICK_S)  # never swallows a cancellation
 
     async def _settle_due(self) -> None:
         for q in await regional_store.questions(self._db):
