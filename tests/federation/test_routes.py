@@ -208,8 +208,11 @@ async def test_context_document_served_and_defines_the_chain_terms(
         "rule",
         "scope",
         "counts",
+        "tallies_due",
     ]:
         assert term in terms, term
+    # a regional Question's signed deadline is a time, like its close time (§8.4)
+    assert terms["tallies_due"] == {"@id": "cv:talliesDue", "@type": "xsd:dateTime"}
 
 
 async def test_unknown_path_stays_unknown(node: tuple[str, StaticSource]) -> None:

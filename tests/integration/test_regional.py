@@ -29,6 +29,12 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 GRACE = 10  # seconds after close that tallies still count (--regional-grace-s)
 CLOSES_IN = 5  # seconds; time for three chapters to open it and vote, under load
+CONTEXT = Path(__file__).parents[2] / "federation" / "context.jsonld"
+AS2_TERMS = {
+    *("@context", "id", "type", "actor", "published", "proof", "name", "content"),
+    *("summary", "oneOf", "anyOf", "endTime", "closed", "votersCount", "to", "cc"),
+    *("attributedTo", "url", "sensitive", "mediaType"),
+}
 CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
 SEEN: dict[str, Any] = {}  # what earlier tests made, for the later ones
 
@@ -132,6 +138,13 @@ async def test_one_chapters_own_export_verifies_the_regional_decision(
     assert {e.get("actor") for e in entries if e.get("type") == "Tally"} == {
         ch.actor for ch in cluster.chapters
     }
+    # Every field the region signed in its Question is a term of our context or of
+    # ActivityStreams / the entry envelope, tallies_due included.
+    (question,) = [e for e in entries if e.get("type") == "Question"]
+    ours = set(msgspec.json.decode(CONTEXT.read_bytes())["@context"])
+    assert "tallies_due" in question and not set(question) - ours - AS2_TERMS, sorted(
+        set(question) - ours - AS2_TERMS
+    )
 
     done = convene(
         "export", "--data", str(birch.data), "--out", str(bundle), "--allow-private-network"
