@@ -281,12 +281,15 @@ async def test_refused_activities_die_and_retries_end(
         for attempt in (1, 2):
             clock.t += backoff(attempt, lambda: 0.0)
             worker.wake()
-            await wait_for(
-                lambda a=attempt: (
-                    (broken.url, RETRYING, a + 1) in states(db)
-                    or (broken.url, DEAD, a + 1) in states(db)
-                )
-            )
+
+            def retried(a: int = attempt) -> bool:
+                return (broken.url, RETRYING, a + 1) in states(db) or (
+                    broken.url,
+                    DEAD,
+                    a + 1,
+                ) in states(db)
+
+            await wait_for(retried)
         assert sorted(states(db)) == sorted([(gone.url, DEAD, 1), (broken.url, DEAD, 3)])
         assert len(gone.received) == 1 and len(broken.received) == 3
     finally:

@@ -244,13 +244,12 @@ async def test_the_same_activity_serialized_differently_is_a_duplicate(node: Nod
 
 
 async def test_hs2019_ed25519_and_rfc9421_signatures_are_accepted(node: Node) -> None:
-    for n, kwargs in enumerate(
-        [
-            {"key": ED_TRANSPORT, "key_id": f"{CHAPTER}#ed"},
-            {"rfc9421": True},
-            {"rfc9421": True, "key": ED_TRANSPORT, "key_id": f"{CHAPTER}#ed"},
-        ]
-    ):
+    variants: list[dict[str, Any]] = [
+        {"key": ED_TRANSPORT, "key_id": f"{CHAPTER}#ed"},
+        {"rfc9421": True},
+        {"rfc9421": True, "key": ED_TRANSPORT, "key_id": f"{CHAPTER}#ed"},
+    ]
+    for n, kwargs in enumerate(variants):
         body = enc(create(10 + n, {"type": "Note", "content": "hi"}))
         status, answer = await post(node.url, body, signed(node.url, body, **kwargs))
         assert (status, answer["status"]) == (202, "accepted"), answer
