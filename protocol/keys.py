@@ -27,7 +27,6 @@ __all__ = [
 _ALPHABET: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _INDEX: Final = {c: i for i, c in enumerate(_ALPHABET)}
 _DIGITS: Final = bytes(_INDEX.get(chr(b), 0xFF) for b in range(256))
-_P8: Final = 58**8
 _MAX_B58_CHARS: Final = 1024  # decoding is quadratic; nothing we read is near this long
 _ED25519_PUB: Final = b"\xed\x01"
 _ED25519_PRIV: Final = b"\x80\x26"
@@ -53,18 +52,47 @@ def b58decode(text: str) -> bytes:
     if 0xFF in digits:
         pos, ch = next((i, c) for i, c in enumerate(text) if c not in _INDEX)
         raise KeyFormatError(f"{ch!r} at position {pos} is not a base58btc character")
-    # Eight digits per step (fewer big-number multiplications): this runs once per
-    # proof verified, and a 64-byte signature is 87 or 88 digits.
-    head = len(digits) % 8
-    n = 0
-    for d in digits[:head]:
-        n = n * 58 + d
-    it = iter(digits[head:])
-    for a, b, c, d, e, f, g, h in zip(it, it, it, it, it, it, it, it, strict=True):
-        n = n * _P8 + ((((((a * 58 + b) * 58 + c) * 58 + d) * 58 + e) * 58 + f) * 58 + g) * 58 + h
+    if len(digits) <= _LANE_DIGITS:
+        n = _lanes_value(digits)
+    else:
+        n = 0
+        for d in digits:
+            n = n * 58 + d
     zeros = len(text) - len(text.lstrip("1"))
     body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
     return b"\0" * zeros + body
+
+
+def _lane_levels(count: int) -> tuple[tuple[int, int, int], ...]:
+    # (lane width in bits, mask of the low half of every double-width lane, 58**digits)
+    levels = []
+    width = 8
+    while width < 8 * count:
+        lane = 2 * width
+        mask = sum(((1 << width) - 1) << (lane * i) for i in range(8 * count // lane))
+        levels.append((width, mask, 58 ** (width // 8)))
+        width = lane
+    return tuple(levels)
+
+
+_LANE_DIGITS: Final = 128  # a signature is 87 or 88 digits, a Multikey 48
+_LEVELS: Final = _lane_levels(_LANE_DIGITS)
+
+
+def _lanes_value(digits: bytes) -> int:
+    """The number base-58 ``digits`` (values 0..57, at most 128) spell.
+
+    Decoding runs once per proof verified, and a digit-by-digit Python loop costs more
+    than all the rest of reading a proof. So the digits are read as one big integer of
+    8-bit lanes (``int.from_bytes``), and seven rounds of whole-integer arithmetic merge
+    neighbouring lanes: each lane pair (hi, lo) of k digits each becomes hi * 58**k + lo
+    in a lane twice as wide. A value of k base-58 digits is below 58**k < 256**k, so it
+    always fits its lane and no carry crosses lanes; missing leading digits are zeros.
+    """
+    n = int.from_bytes(digits, "big")
+    for width, mask, scale in _LEVELS:
+        n = ((n >> width) & mask) * scale + (n & mask)
+    return n
 
 
 def _multibase_decode(text: object, prefix: bytes, what: str) -> bytes:

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol.canonical import canonicalize
 from protocol.errors import ProofError
-from protocol.keys import SigningKey, VerifyKey
+from protocol.keys import SigningKey, VerifyKey, b58decode, b58encode
 from protocol.proofs import create_proof, hash_data, proof_method, verify_proof
 
 W3C = Path(__file__).resolve().parent.parent / "vectors" / "w3c-vc-di-eddsa"
@@ -193,3 +195,40 @@ def test_purpose_can_be_chosen() -> None:
     verify_proof(signed, KEY.verify_key, proof_purpose="authentication")
     with pytest.raises(ProofError, match="purpose"):
         verify_proof(signed, KEY.verify_key)
+
+
+# --- the proofValue decoder (merged lanes) against a digit-by-digit reference --------------
+
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def _b58decode_reference(text: str) -> bytes:
+    n = 0
+    for ch in text:
+        n = n * 58 + _B58.index(ch)
+    zeros = len(text) - len(text.lstrip("1"))
+    return b"\0" * zeros + (n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b"")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from(_B58), max_size=200))
+def test_b58decode_matches_digit_by_digit_reference(text: str) -> None:
+    # Up to 128 digits the lanes path runs, beyond it the plain loop: both covered.
+    assert b58decode(text) == _b58decode_reference(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=140))
+def test_b58_round_trip_of_signature_sized_and_longer_data(data: bytes) -> None:
+    assert b58decode(b58encode(data)) == data
+
+
+def test_proof_value_with_one_digit_changed_fails() -> None:
+    signed = _signed()
+    value = signed["proof"]["proofValue"]
+    for at in (1, len(value) // 2, len(value) - 1):
+        digit = "2" if value[at] != "2" else "3"
+        tampered = copy.deepcopy(signed)
+        tampered["proof"]["proofValue"] = value[:at] + digit + value[at + 1 :]
+        with pytest.raises(ProofError):
+            verify_proof(tampered, KEY.verify_key)
