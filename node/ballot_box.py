@@ -12,6 +12,13 @@ token cache for voters, `Members.voter`) is refused with 401. A batch is two
 statements whatever its size (proposal_store.store_ballot_batch): the writer thread
 wins the GIL back from a busy event loop once per SQLite call, so fewer calls is a
 shorter commit.
+
+One member's bad ballot never fails another's. Two copies of one member-signed ballot
+sent at once both pass the API's counter check (each reads the last stored counter
+before either commits), so the batch re-checks counters inside the transaction, in
+arrival order, and answers the later copy 409 `replayed_ballot` while the rest commit.
+Should any other constraint still fail a batch, its ballots are retried one per
+transaction, so the failure reaches only the ballot that caused it.
 """
 
 from __future__ import annotations
@@ -112,11 +119,31 @@ class BallotBox:
                     pending.done.set_result(None)
 
     async def _commit(self, batch: list[PendingBallot]) -> list[PendingBallot]:
-        rows = [p.row() for p in batch]
-        ids = [p.proposal_id for p in batch]
+        try:
+            return await self._commit_batch(batch)
+        except sqlite3.IntegrityError as exc:
+            if len(batch) == 1:
+                raise _integrity_refusal(batch[0], exc) from exc
+            log.warning("ballot batch of %d hit %s; committing one by one", len(batch), exc)
+        accepted: list[PendingBallot] = []
+        for pending in batch:  # the batch rolled back whole: nothing of it is stored
+            try:
+                accepted += await self._commit([pending])
+            except NodeError as exc:
+                if not pending.done.done():
+                    pending.done.set_exception(exc)
+        return accepted
 
+    async def _commit_batch(self, batch: list[PendingBallot]) -> list[PendingBallot]:
         def store(conn: sqlite3.Connection) -> list[str]:
-            outcome = proposal_store.store_ballot_batch(conn, ids, rows)
+            replayed = _replays(conn, batch)
+            live = [p for p in batch if id(p) not in replayed]
+            stored = iter(
+                proposal_store.store_ballot_batch(
+                    conn, [p.proposal_id for p in live], [p.row() for p in live]
+                )
+            )
+            outcome = ["replayed" if id(p) in replayed else next(stored) for p in batch]
             # a signed ballot and its signature commit together, or neither does
             signed = [
                 p.signature_row()
@@ -136,7 +163,41 @@ class BallotBox:
         return accepted
 
 
+def _replays(conn: sqlite3.Connection, batch: list[PendingBallot]) -> set[int]:
+    """The `id()`s of signed ballots whose counter is not above every counter their
+    member already used on that proposal: stored ones, or earlier ones in this batch."""
+    signed = [p for p in batch if p.member_signature is not None]
+    if not signed:
+        return set()
+    last = member_key_store.last_counters(conn, {(p.proposal_id, p.member_id) for p in signed})
+    replayed: set[int] = set()
+    for pending in signed:
+        assert pending.member_signature is not None
+        counter, pair = pending.member_signature[0], (pending.proposal_id, pending.member_id)
+        before = last.get(pair)
+        if before is not None and counter <= before:
+            replayed.add(id(pending))
+        else:
+            last[pair] = counter
+    return replayed
+
+
+def _integrity_refusal(pending: PendingBallot, exc: sqlite3.IntegrityError) -> NodeError:
+    return Conflict(
+        f"the ballot of member {pending.member_id} on proposal {pending.proposal_id} "
+        f"conflicts with one already stored ({exc}); it was not stored"
+    )
+
+
 def _refusal(pending: PendingBallot, why: str) -> NodeError:
+    if why == "replayed":
+        assert pending.member_signature is not None
+        return Conflict(
+            f"member {pending.member_id} already sent a signed ballot with counter "
+            f"{pending.member_signature[0]} or above on proposal {pending.proposal_id}; "
+            "this copy is a replay (use a larger counter)",
+            code="replayed_ballot",
+        )
     if why == "removed":
         return Unauthorized(
             f"member {pending.member_id} was removed; their ballot on proposal "

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from node.storage import Database, Row, Tx
 
@@ -44,6 +45,21 @@ async def last_counter(db: Database, proposal_id: str, member_id: str) -> int | 
         (proposal_id, member_id),
     )
     return None if row is None or row["c"] is None else int(row["c"])
+
+
+def last_counters(
+    conn: sqlite3.Connection, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The highest stored counter per (proposal, member) among ``pairs`` (absent: none),
+    read inside the ballots' group-commit transaction; one statement for the batch."""
+    found = conn.execute(
+        "SELECT proposal_id, member_id, MAX(counter) FROM ballot_signatures"
+        " WHERE (proposal_id, member_id) IN"
+        " (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+        " GROUP BY proposal_id, member_id",
+        (json.dumps(sorted(pairs)),),
+    ).fetchall()
+    return {(str(row[0]), str(row[1])): int(row[2]) for row in found}
 
 
 def insert_signatures(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:

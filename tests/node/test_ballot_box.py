@@ -19,10 +19,16 @@ from nodekit import (
     run_process,
 )
 
+from node.ballot_box import PendingBallot
 from node.errors import Conflict, Unauthorized
+from node.member_keys import MemberKeys
 from node.proposal_forms import NewProposal
 from node.services import NodeServices
 from protocol import chain
+from protocol.keys import SigningKey
+from protocol.member_ballots import sign_member_ballot
+
+KEY = SigningKey(b"\x2a" * 32)
 
 
 async def test_200_concurrent_ballots_from_200_members(tmp_path: Path) -> None:
@@ -143,3 +149,104 @@ async def test_within_one_batch_a_members_last_ballot_is_the_one_counted(
     closed = await services.proposals.close(org, p.id)
     assert closed.tally is not None
     assert closed.tally["counts"] == {"agree": 0, "abstain": 0, "disagree": 1, "block": 0}
+
+
+async def test_one_members_replayed_signed_ballot_never_fails_anothers(tmp_path: Path) -> None:
+    """50 voters and 5 copies of one signed ballot at the same instant: the copies
+    share group-commit batches with the others, and only the copies are refused."""
+    data, port = tmp_path / "data", free_port()
+    init_node(data, port)
+    org = add_member(data, "Olu", "organizer")
+    mia = add_member(data, "Mia")
+    voters = await add_members_in_process(data, 50)
+    node = NodeProcess(data=data, port=port, log_path=tmp_path / "node.log")
+    node.start()
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            key = KEY.verify_key.multibase
+            status, _ = await call(
+                http, "POST", f"{node.url}/api/members/me/keys", mia["token"], {"key": key}
+            )
+            assert status == 201
+            status, p = await call(
+                http,
+                "POST",
+                f"{node.url}/api/proposals",
+                org["token"],
+                {"title": "Hall", "method": "consent"},
+            )
+            assert status == 201
+            target = f"{node.url}/api/proposals/{p['id']}/ballots"
+            signed = sign_member_ballot(KEY, p["object_id"], mia["id"], 1, {"choice": "block"})
+            body = {
+                name: getattr(signed, name) for name in signed.__struct_fields__
+            }  # the signed form, as `convene ballot sign` prints it
+            calls = [call(http, "POST", target, v.token, {"choice": "agree"}) for v in voters]
+            calls[10:10] = [call(http, "POST", target, mia["token"], body) for _ in range(5)]
+            answers = await asyncio.gather(*calls)
+            copies = answers[10:15]
+            others = answers[:10] + answers[15:]
+            assert [status for status, _ in others] == [201] * 50, others
+            assert sorted(status for status, _ in copies) == [201, 409, 409, 409, 409], copies
+            for status, out in copies:
+                if status == 409:
+                    assert out["error"] == "replayed_ballot", out
+                    assert mia["id"] in out["detail"] and p["id"] in out["detail"], out
+            status, closed = await call(
+                http, "POST", f"{node.url}/api/proposals/{p['id']}/close", org["token"]
+            )
+            assert status == 200
+    finally:
+        node.stop()
+    tally = closed["tally"]
+    assert tally["cast"] == 51
+    assert tally["counts"] == {"agree": 50, "abstain": 0, "disagree": 0, "block": 1}
+    assert read_db(data, "SELECT COUNT(*), COUNT(DISTINCT member_id) FROM ballots") == [(51, 51)]
+    assert read_db(data, "SELECT member_id, counter FROM ballot_signatures") == [(mia["id"], 1)]
+    entries = [
+        json.loads(r[0]) for r in read_db(data, "SELECT entry FROM chain_entries ORDER BY seq")
+    ]
+    assert [e["seq"] for e in entries] == list(range(len(entries)))
+    chain.verify_chain(entries)
+
+
+async def test_within_one_batch_a_lower_signed_counter_is_a_replay(
+    services: NodeServices,
+) -> None:
+    org = (await services.members.add("Olu", "organizer")).member
+    mia = (await services.members.add("Mia")).member
+    ben = (await services.members.add("Ben")).member
+    key = KEY.verify_key.multibase
+    await MemberKeys(services.db, services.ledger).register(mia, key)
+    p = await services.proposals.create(org, NewProposal(title="Gate", method="consent"))
+
+    def pending(member: str, receipt: str, choice: str, counter: int | None) -> PendingBallot:
+        return PendingBallot(
+            proposal_id=p.id,
+            member_id=member,
+            receipt=receipt * 64,
+            ballot_json=json.dumps({"choice": choice}),
+            nonce_hex="00" * 32,
+            cast_at="2026-11-26T16:00:00Z",
+            member_signature=None if counter is None else (counter, key, "z" + receipt),
+        )
+
+    # submitted in one go they queue in this order and commit as one batch:
+    # counter 5 is stored, counter 3 after it (and 5 again) are replays, Ben unaffected
+    outs = await asyncio.gather(
+        services.ballot_box.submit(pending(mia.id, "a", "agree", 5)),
+        services.ballot_box.submit(pending(mia.id, "b", "block", 3)),
+        services.ballot_box.submit(pending(ben.id, "c", "disagree", None)),
+        services.ballot_box.submit(pending(mia.id, "d", "block", 5)),
+        return_exceptions=True,
+    )
+    assert outs[0] is None and outs[2] is None, outs
+    for refused, counter in ((outs[1], 3), (outs[3], 5)):
+        assert isinstance(refused, Conflict) and refused.code == "replayed_ballot", outs
+        assert f"counter {counter}" in str(refused) and mia.id in str(refused)
+    # a later batch still sees the stored counter
+    with pytest.raises(Conflict, match="counter 4"):
+        await services.ballot_box.submit(pending(mia.id, "e", "block", 4))
+    closed = await services.proposals.close(org, p.id)
+    assert closed.tally is not None
+    assert closed.tally["counts"] == {"agree": 1, "abstain": 0, "disagree": 1, "block": 0}
