@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from node import chain_store, member_keys, proposal_forms, proposal_store
+from node import chain_store, member_key_store, member_keys, proposal_forms, proposal_store
 from node.ballot_box import BallotBox, PendingBallot
 from node.clock import Clock, parse_rfc3339, rfc3339
 from node.errors import BadRequest, Conflict, NotFound
@@ -52,11 +52,16 @@ class ProposalView(proposal_forms.ProposalView, frozen=True, kw_only=True):
     """The proposal as the API and the pages see it, with the rules they show.
 
     `block_limit`: blocks a consent proposal tolerates (from its stored spec, the
-    same one its signed Question states); None for the other methods. New fields go
-    last with defaults, so older readers of the answer are unaffected.
+    same one its signed Question states); None for the other methods. `signed`,
+    `custodial`: how many counted ballots carried their member's own signature and how
+    many the node recorded without one; set once closed (which ballots count is fixed
+    at close), None before. New fields go last with defaults, so older readers of the
+    answer are unaffected.
     """
 
     block_limit: int | None = None
+    signed: int | None = None
+    custodial: int | None = None
 
 
 def full_view(row: Row, spec: ballots.ProposalSpec, url: str, voters: int) -> ProposalView:
@@ -114,7 +119,11 @@ class Proposals:
     # -- reading ------------------------------------------------------------------
 
     async def get(self, proposal_id: str) -> ProposalView:
-        return await self._view(await self._row(proposal_id))
+        view = await self._view(await self._row(proposal_id))
+        if view.status not in ("closed", "decided"):
+            return view
+        signed, custodial = await member_key_store.signed_counts(self._db, proposal_id)
+        return msgspec.structs.replace(view, signed=signed, custodial=custodial)
 
     async def all(self) -> list[ProposalView]:
         rows = await proposal_store.list_proposals(self._db)

@@ -16,6 +16,8 @@ from nodekit import NodeProcess, add_member, call, free_port, init_node, run_pro
 
 from protocol import ballots, chain, roster
 from protocol.errors import MerkleError
+from protocol.keys import SigningKey
+from protocol.member_ballots import sign_member_ballot
 from protocol.merkle import hashes_from_hex, verify_inclusion_data
 
 
@@ -431,3 +433,35 @@ async def test_a_region_that_approves_followers_keeps_a_join_pending_until_appro
     finally:
         chapter.stop()
         region.stop()
+
+
+async def test_the_answer_counts_member_signed_and_custodial_ballots(
+    node: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    key = SigningKey(b"\x33" * 32)
+    mia = node["people"]["m1"]
+    status, out = await call(
+        http,
+        "POST",
+        f"{node['url']}/api/members/me/keys",
+        mia["token"],
+        {"key": key.verify_key.multibase, "label": "api test"},
+    )
+    assert status == 201, out
+    p = await new_proposal(http, node, title="Signed and custodial")
+    url = f"{node['url']}/api/proposals/{p['id']}"
+    signed = sign_member_ballot(key, p["object_id"], mia["id"], 1, {"choice": "agree"})
+    body = {name: getattr(signed, name) for name in signed.__struct_fields__}
+    status, out = await call(http, "POST", f"{url}/ballots", mia["token"], body)
+    assert (status, out["custody"]) == (201, "member-signed"), out
+    for who in ("m2", "m3"):
+        status, out = await call(
+            http, "POST", f"{url}/ballots", tok(node, who), {"choice": "agree"}
+        )
+        assert (status, out["custody"]) == (201, "custodial"), out
+    status, out = await call(http, "GET", url, tok(node, "m2"))
+    assert status == 200 and (out["signed"], out["custodial"]) == (None, None), out
+    status, out = await call(http, "POST", f"{url}/close", tok(node, "org"))
+    assert status == 200 and out["tally"]["cast"] == 3, out
+    status, out = await call(http, "GET", url, tok(node, "m2"))
+    assert status == 200 and (out["signed"], out["custodial"]) == (1, 2), out
