@@ -18,10 +18,11 @@ fails answers ``{"error", "detail"}`` with its status and nothing is stored:
 5. object proof: an embedded object carrying ``seq`` is a chain entry (§5). Objects
    are relayed verbatim, so authorship rests on its eddsa-jcs-2022 proof alone:
    the proof's key must be the one valid at that seq in its author's chain, which
-   the caller's entry-key resolver answers (400 bad proof, 401 unknown key). An
-   activity that carries ``seq`` itself is a bare entry: checked the same way, and
-   kept as a received entry only when its proof verifies (an unverified one goes to
-   its handler, which rejects it with a reason);
+   the caller's entry-key resolver answers (400 ``bad_proof``, 400 ``unsigned``
+   without a proof, 401 ``unknown_key``). An activity that carries ``seq`` itself is
+   a bare entry, checked the same way. A refused entry, bare or wrapped, is stored
+   nowhere; only its metadata goes to the node's bounded rejection log through the
+   ``on_refusal`` callback (:class:`EntryRefusal`), so a node can still name it;
 6. dedupe and store, in one group-committed SQLite transaction per batch of
    concurrent requests: a known id with the same content is a duplicate (202, not
    processed again); with other content it is a replay (409). A second, different
@@ -40,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +61,7 @@ from federation.inbox_processor import (
     IncomingActivity,
     actor_id,
 )
+from federation.incoming import EntryRefusal, entry_refusal
 from federation.store import (
     IGNORED,
     RECEIVED,
@@ -73,12 +76,14 @@ from protocol.keys import VerifyKey
 __all__ = [
     "MAX_BODY",
     "PROCESS_TRANSITIONS",
+    "EntryRefusal",
     "Handler",
     "Inbox",
     "InboxError",
     "IncomingActivity",
     "PayloadTooLarge",
     "Receipt",
+    "RefusalLog",
     "ReplayedActivity",
     "SignerMismatch",
     "TransportKey",
@@ -87,6 +92,8 @@ __all__ = [
 ]
 
 MAX_BODY = 256 * 1024
+
+log = logging.getLogger(__name__)
 
 
 class InboxError(FederationError):
@@ -129,6 +136,8 @@ TransportKeyResolver = Callable[[str, bool], Awaitable[TransportKey]]
 # (entry actor, seq, proof verificationMethod) -> the key valid at that seq in
 # that actor's chain; raises FederationError or ProtocolError when there is none.
 EntryKeyResolver = Callable[[str, int, str], Awaitable[VerifyKey]]
+# Told of every refused chain entry (metadata only); the node keeps a bounded log.
+RefusalLog = Callable[[EntryRefusal], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +187,7 @@ class Inbox:
         max_attempts: int = 8,
         batch_size: int = 512,
         handler_timeout: float = 60.0,
+        on_refusal: RefusalLog | None = None,
     ) -> None:
         self.db = Database(db_path)
         self.processor = InboxProcessor(
@@ -189,6 +199,7 @@ class Inbox:
         )
         self._transport_keys = transport_keys
         self._entry_keys = entry_keys
+        self._on_refusal = on_refusal
         self._clock = clock
         self.max_body = max_body
         self._scheme = scheme
@@ -260,9 +271,7 @@ class Inbox:
                 code="foreign_id",
             )
         await self._verify_transport(parsed, actor)
-        entry = await self._verify_entry(activity.get("object"))
-        if entry is None and "seq" in activity:
-            entry = await self._bare_entry(activity)
+        entry = await self._checked_entry(activity)
         state = RECEIVED if self.processor.handles(kind) else IGNORED
         record = IncomingRecord(
             activity_id=activity_id,
@@ -321,6 +330,11 @@ class Inbox:
             raise InboxError("an activity carries at most one chain entry", code="malformed")
         if not isinstance(obj, dict) or "seq" not in obj:
             return None
+        if not isinstance(obj.get("proof"), dict):
+            actor, seq = obj.get("actor"), obj.get("seq")
+            raise InboxError(
+                f"actor {actor}, seq {seq}: the entry carries no proof", code="unsigned"
+            )
         env = entries.read_envelope(obj)  # strict §5 envelope; ChainError names actor, seq
         method = env.proof.verificationMethod
         if not method.startswith(env.actor + "#"):
@@ -344,15 +358,35 @@ class Inbox:
             raise
         return EntryRecord(env.actor, env.seq, digest, msgspec.json.encode(obj))
 
-    async def _bare_entry(self, activity: dict[str, object]) -> EntryRecord | None:
-        """The activity as a chain entry of its own (nodes relay entries bare), if its
-        proof verifies. One that does not is still accepted, as before this gate: the
-        handler for its type rejects it with a reason the node shows (e.g. a forged
-        tally), so only the verified ones reach the received entries (§9.3)."""
+    async def _checked_entry(self, activity: dict[str, object]) -> EntryRecord | None:
+        """The chain entry the activity carries (as its object, or itself when sent
+        bare, as nodes relay entries), verified; a refused one is logged, not kept."""
+        obj = activity.get("object")
+        candidate = obj if isinstance(obj, dict) and "seq" in obj else None
+        if candidate is None and "seq" in activity:
+            candidate = activity
         try:
-            return await self._verify_entry(activity)
-        except (FederationError, ProtocolError):
-            return None
+            if candidate is None:
+                return await self._verify_entry(obj)  # None, or the one-entry rule
+            return await self._verify_entry(candidate)
+        except (FederationError, ProtocolError) as exc:
+            if candidate is not None:
+                await self._log_refusal(candidate, exc)
+            raise
+
+    async def _log_refusal(
+        self, entry: dict[str, object], exc: FederationError | ProtocolError
+    ) -> None:
+        if self._on_refusal is None:
+            return
+        reason = exc.describe() if isinstance(exc, ProtocolError) else exc.detail
+        refusal = entry_refusal(entry, at=self._clock(), code=exc.code, reason=reason)
+        try:
+            await self._on_refusal(refusal)
+        except Exception:
+            # The sender gets its error either way; a log that cannot be written
+            # must not turn a refusal into a 500.
+            log.exception("could not log the refusal of %s seq %s", refusal.actor, refusal.seq)
 
     # -- group commit --------------------------------------------------------------
 

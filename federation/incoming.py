@@ -51,6 +51,46 @@ class IncomingRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class EntryRefusal:
+    """Metadata of a chain entry the inbox refused (§9.3), never its body: what the
+    node's bounded rejection log keeps. ``actor``, ``seq``, ``type`` and ``proposal``
+    are as the entry claims them (unverified, hence only metadata), cut to
+    :data:`REFUSAL_FIELD_MAX` characters so one log row stays small."""
+
+    at: float
+    actor: str
+    seq: int | None
+    type: str
+    proposal: str | None
+    code: str
+    reason: str
+
+
+REFUSAL_FIELD_MAX = 512
+
+
+def entry_refusal(entry: dict[str, object], *, at: float, code: str, reason: str) -> EntryRefusal:
+    """The refusal record of an entry as it claims itself; the proposal it names is
+    the ``proposal`` of a Tally or Decision, or the id of a Question."""
+
+    def text(value: object) -> str | None:
+        return value[:REFUSAL_FIELD_MAX] if isinstance(value, str) else None
+
+    seq = entry.get("seq")
+    kind = text(entry.get("type")) or "?"
+    proposal = text(entry.get("id") if kind == "Question" else entry.get("proposal"))
+    return EntryRefusal(
+        at=at,
+        actor=text(entry.get("actor")) or "?",
+        seq=seq if type(seq) is int and 0 <= seq < 2**63 else None,  # fits SQLite
+        type=kind,
+        proposal=proposal,
+        code=code,
+        reason=reason[: REFUSAL_FIELD_MAX * 2],
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class StoreOutcome:
     """What storing one incoming activity did: ``new``, ``duplicate`` or ``conflict``.
 

@@ -44,7 +44,7 @@ from federation.client import FederationClient, http_signer
 from federation.delivery import DeliveryWorker, delivery_ctx
 from federation.documents import AssertionKey, LocalActor
 from federation.follow import FollowService
-from federation.inbox import Handler, Inbox, IncomingActivity, inbox_ctx
+from federation.inbox import Handler, Inbox, IncomingActivity, RefusalLog, inbox_ctx
 from federation.routes import setup_routes
 from node import chain_store
 from node.api import SERVICES_KEY, authenticate, json_response, read_json
@@ -64,6 +64,9 @@ FOLLOW_KEY = web.AppKey("federation_follow", FollowService)
 INBOX_KEY = web.AppKey("federation_inbox", Inbox)
 DELIVERY_KEY = web.AppKey("federation_delivery", DeliveryWorker)
 INBOX_HANDLERS_KEY = web.AppKey("federation_handlers", dict[str, Handler])
+# Where the inbox reports a refused chain entry (metadata only); set by a later layer
+# (node/regional.py keeps the bounded log) before the app starts.
+REFUSAL_LOG_KEY: web.AppKey[RefusalLog] = web.AppKey("federation_refusal_log")
 
 # One migration step for federation's tables (all CREATE ... IF NOT EXISTS, so the
 # inbox's and delivery worker's own connections may create them first).
@@ -215,6 +218,7 @@ def setup(app: web.Application) -> None:
             entry_keys=actors.entry_key,
             handlers=handlers,
             scheme=scheme,
+            on_refusal=app.get(REFUSAL_LOG_KEY),
         )
 
     def make_worker(app: web.Application) -> DeliveryWorker:

@@ -44,12 +44,12 @@ from aiohttp import web
 from federation import store as fed_store
 from federation.actors import ActorKeyError
 from federation.errors import FederationError
-from federation.inbox import IncomingActivity
+from federation.inbox import EntryRefusal, IncomingActivity
 from node import proposal_store, regional_store
 from node.api import SERVICES_KEY, authenticate, json_response
 from node.clock import Clock, parse_rfc3339, rfc3339, system_clock
 from node.errors import BadRequest, Conflict, NodeError, NotFound
-from node.federation_glue import ACTORS_KEY, INBOX_HANDLERS_KEY, wake_delivery
+from node.federation_glue import ACTORS_KEY, INBOX_HANDLERS_KEY, REFUSAL_LOG_KEY, wake_delivery
 from node.ledger import Appended
 from node.proposals import next_status
 from node.regional_store import HeldEntry, Question, Rejection
@@ -549,7 +549,14 @@ class Regional:
         spec = ballots.parse_spec(q.entry)
         tallies = await regional_store.tallies(self._db, q.object_id)
         decisions = await regional_store.decisions(self._db, q.object_id)
-        rejected = await regional_store.rejections(self._db, q.object_id)
+        rejected = [r.to_json() for r in await regional_store.rejections(self._db, q.object_id)]
+        # Entries the inbox refused (bad or missing proof) were never stored; their
+        # metadata in the refusal log still names them here, as forged or unsigned.
+        for r in await regional_store.refusals(self._db, q.object_id):
+            code = _REFUSAL_CODES.get(r.code, r.code)
+            rejected.append(
+                {"actor": r.actor, "seq": r.seq, "type": r.type, "code": code, "reason": r.reason}
+            )
         return {
             "id": proposal_id,
             "object_id": q.object_id,
@@ -571,7 +578,7 @@ class Regional:
                 }
                 for t in tallies
             ],
-            "rejected": [r.to_json() for r in rejected],
+            "rejected": rejected,
             "region_decisions": [
                 {"id": d.entry.get("id"), "seq": d.seq, "digest": d.digest} for d in decisions
             ],
@@ -581,6 +588,10 @@ class Regional:
 
 
 REGIONAL_KEY = web.AppKey("convene_regional", Regional)
+
+# The inbox's refusal codes as the regional view names them: a proof that does not
+# verify, or one by a key not valid at that seq (e.g. retired), is a forgery.
+_REFUSAL_CODES = {"bad_proof": "forged", "unknown_key": "forged"}
 
 
 async def _regional_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -624,5 +635,11 @@ def setup(app: web.Application) -> None:
 
     for kind in ("Question", "Tally", "Decision"):
         app[INBOX_HANDLERS_KEY][kind] = handler
+
+    async def log_refusal(refusal: EntryRefusal) -> None:
+        async with services.db.write() as tx:
+            await regional_store.log_refusal(tx, refusal)
+
+    app[REFUSAL_LOG_KEY] = log_refusal
     app.cleanup_ctx.append(_regional_ctx)
     app.router.add_get("/api/proposals/{id}/regional", _status_view)

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from federation.incoming import EntryRefusal
 from node.storage import Database, Row, Tx
 
 REGIONAL_MIGRATIONS: tuple[str, ...] = (
@@ -66,7 +67,25 @@ REGIONAL_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (seq, target)
     )
     """,
+    # 2: the inbox's refusal log: metadata of chain entries the inbox refused (bad or
+    # missing proof), never their bodies, kept to the newest REFUSAL_LOG_ROWS rows
+    """
+    CREATE TABLE inbox_refusals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        seq INTEGER,
+        type TEXT NOT NULL,
+        proposal TEXT,
+        code TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX inbox_refusals_by_proposal ON inbox_refusals (proposal, id)
+    """,
 )
+
+# A flood of refused entries costs at most this many rows: the oldest go first.
+REFUSAL_LOG_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -229,6 +248,40 @@ async def rejections(db: Database, proposal: str) -> list[Rejection]:
         )
         for r in rows
     ]
+
+
+# --- the inbox's refusal log -----------------------------------------------------------
+
+
+async def log_refusal(tx: Tx, r: EntryRefusal, *, keep: int = REFUSAL_LOG_ROWS) -> None:
+    """Append one refusal and drop all but the newest ``keep`` rows (ids only grow,
+    AUTOINCREMENT never reuses one, so "newest" is "highest id")."""
+    rowid = await tx.execute(
+        "INSERT INTO inbox_refusals (at, actor, seq, type, proposal, code, reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (r.at, r.actor, r.seq, r.type, r.proposal, r.code, r.reason),
+    )
+    await tx.execute("DELETE FROM inbox_refusals WHERE id <= ?", (rowid - keep,))
+
+
+async def refusals(db: Database, proposal: str) -> list[EntryRefusal]:
+    """The logged refusals of entries naming ``proposal``, oldest first."""
+    rows = await db.fetchall(
+        "SELECT at, actor, seq, type, proposal, code, reason FROM inbox_refusals"
+        " WHERE proposal = ? ORDER BY id",
+        (proposal,),
+    )
+    return [
+        EntryRefusal(
+            r["at"], r["actor"], r["seq"], r["type"], r["proposal"], r["code"], r["reason"]
+        )
+        for r in rows
+    ]
+
+
+async def refusal_count(db: Database) -> int:
+    row = await db.fetchone("SELECT COUNT(*) AS n FROM inbox_refusals")
+    return int(row["n"]) if row is not None else 0
 
 
 # --- outbox -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from federation import httpsig, store
 from federation.errors import FederationError
-from federation.inbox import Inbox, IncomingActivity, TransportKey, inbox_ctx
+from federation.inbox import EntryRefusal, Inbox, IncomingActivity, TransportKey, inbox_ctx
 from protocol import canonical, entries
 from protocol.keys import SigningKey, VerifyKey
 
@@ -77,6 +77,7 @@ class Node:
     db: Path
     handled: list[IncomingActivity]
     fail_next: list[bool]
+    refusals: list[EntryRefusal]
 
 
 def entry(seq: int, text: str = "agree", key: SigningKey = ENTRY_KEY) -> dict[str, Any]:
@@ -137,6 +138,10 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     clock = Clock()
     handled: list[IncomingActivity] = []
     fail_next: list[bool] = []
+    refusals: list[EntryRefusal] = []
+
+    async def on_refusal(refusal: EntryRefusal) -> None:
+        refusals.append(refusal)
 
     async def on_create(activity: IncomingActivity) -> None:
         if fail_next and fail_next.pop():
@@ -155,6 +160,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
                 clock=clock,
                 max_body=16 * 1024,
                 scheme="http",
+                on_refusal=on_refusal,
             ),
             INBOX_KEY,
         )
@@ -170,7 +176,14 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     await site.start()
     port = runner.addresses[0][1]
     yield Node(
-        f"http://127.0.0.1:{port}/inbox", app[INBOX_KEY], keys, clock, db, handled, fail_next
+        f"http://127.0.0.1:{port}/inbox",
+        app[INBOX_KEY],
+        keys,
+        clock,
+        db,
+        handled,
+        fail_next,
+        refusals,
     )
     await runner.cleanup()
 
@@ -355,6 +368,11 @@ async def test_bad_object_proof(node: Node, mutate: Callable[[dict[str, Any]], N
     status, code, detail = await refused(node, body, signed(node.url, body))
     assert (status, code) == (400, "bad_proof")
     assert f"actor {CHAPTER}" in detail and "seq 4" in detail
+    # The node is told what was refused, metadata only, with the same code and reason.
+    assert [(r.actor, r.seq, r.type, r.code) for r in node.refusals] == [
+        (CHAPTER, 4, "Tally", "bad_proof")
+    ]
+    assert node.refusals[0].reason == detail
 
 
 async def test_malformed_entry_envelope(node: Node) -> None:

@@ -1,19 +1,34 @@
 """Chain entries sent as the activity itself (as nodes relay Questions, Tallies,
 Decisions, Accepts) are kept like wrapped ones (§9.3): stored in the received entries
-once verified, with the same dedupe and equivocation evidence."""
+once verified, with the same dedupe and equivocation evidence; refused, with only
+their metadata logged, when their proof does not verify or is missing."""
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import msgspec
 import pytest
-from test_inbox import CHAPTER, Node, create, enc, entry, node, post, signed
+from test_inbox import (
+    CHAPTER,
+    RSA_KEYS,
+    Keys,
+    Node,
+    create,
+    enc,
+    entry,
+    node,
+    post,
+    signed,
+)
 
 from federation import store
+from federation.inbox import EntryRefusal, Inbox, TransportKey
 from protocol import canonical
+from protocol.errors import ProofError
 
 __all__ = ["node"]  # the fixture, shared with test_inbox.py
 
@@ -79,14 +94,63 @@ def unsigned(e: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in e.items() if k != "proof"}
 
 
-@pytest.mark.parametrize("forge", [edited, unsigned], ids=["edited", "unsigned"])
-async def test_an_unverified_bare_entry_is_no_received_entry(node: Node, forge: Any) -> None:
-    # Accepted for its handler to reject with a reason, but never kept as an entry
-    # of its actor, so it can neither pass for one nor make an equivocation.
+@pytest.mark.parametrize(
+    ("forge", "code"), [(edited, "bad_proof"), (unsigned, "unsigned")], ids=["edited", "unsigned"]
+)
+async def test_an_unverified_bare_entry_is_refused_and_only_logged(
+    node: Node, forge: Any, code: str
+) -> None:
+    # Refused as a wrapped one is: a clear error, nothing of it stored, so it can
+    # neither pass for an entry of its actor nor make an equivocation; the node is
+    # told its metadata so it can still name it.
     assert (await send(node, entry(2, "agree")))[0] == 202
-    forged = forge(entry(2, "agree"))
-    status, answer = await send(node, {**forged, "id": f"{CHAPTER}/forged/2"})
-    assert (status, answer["status"]) == (202, "ignored")
+    forged = forge({**entry(2, "agree"), "proposal": "https://region.test/p/7"})
+    status, answer = await send(node, forged)
+    assert (status, answer["error"]) == (400, code), answer
+    assert f"actor {CHAPTER}" in answer["detail"] and "seq 2" in answer["detail"]
     assert [s for s, _, _ in held(node)] == [2]
+    with sqlite3.connect(node.db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM fed_incoming").fetchone() == (1,)
     async with aiosqlite.connect(node.db) as conn:
         assert not await store.is_equivocating(conn, CHAPTER)
+    [logged] = node.refusals
+    assert (logged.actor, logged.seq, logged.type, logged.code) == (CHAPTER, 2, "Tally", code)
+    assert logged.proposal == "https://region.test/p/7" and logged.reason == answer["detail"]
+    # The log never holds the body, only these fields.
+    assert set(EntryRefusal.__slots__) == {
+        "at",
+        "actor",
+        "seq",
+        "type",
+        "proposal",
+        "code",
+        "reason",
+    }
+
+
+async def test_a_refusal_log_that_fails_still_refuses(tmp_path: Path) -> None:
+    keys = Keys()
+    keys.transport[f"{CHAPTER}#main-key"] = TransportKey(CHAPTER, RSA_KEYS[0].public_key())
+
+    async def broken_log(refusal: EntryRefusal) -> None:
+        raise RuntimeError("disk full")
+
+    inbox = Inbox(
+        tmp_path / "node.db",
+        transport_keys=keys.transport_key,
+        entry_keys=keys.entry_key,
+        handlers={},
+        scheme="http",
+        on_refusal=broken_log,
+    )
+    await inbox.start()
+    try:
+        body = enc(edited(entry(3)))
+        url = "http://127.0.0.1:1/inbox"
+        with pytest.raises(ProofError) as refused:
+            await inbox.receive("POST", "/inbox", signed(url, body), body)
+        assert refused.value.code == "bad_proof" and refused.value.seq == 3
+    finally:
+        await inbox.stop()
+    with sqlite3.connect(tmp_path / "node.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM fed_incoming").fetchone() == (0,)

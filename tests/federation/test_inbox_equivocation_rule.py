@@ -36,7 +36,7 @@ def unsigned() -> dict[str, Any]:
     ("forge", "refusal"),
     [
         (edited_after_signing, (400, "bad_proof")),
-        (unsigned, (400, "malformed")),
+        (unsigned, (400, "unsigned")),
         (lambda: entry(4, "block", key=STRANGER), (401, "unknown_key")),
     ],
     ids=["edited", "unsigned", "stranger"],
