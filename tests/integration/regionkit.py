@@ -54,8 +54,47 @@ def entry_body(entry: dict[str, Any]) -> dict[str, Any]:
 
 async def post_signed(sender: Node, inbox_of: Node, activity: dict[str, Any]) -> int:
     """POST `activity` to `inbox_of`'s inbox, HTTP-signed with `sender`'s RSA key."""
+    return (await post_answered(sender, inbox_of, activity))[0]
+
+
+async def post_answered(
+    sender: Node, inbox_of: Node, *activities: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """As `post_signed`, for one or more activities (one client); the last answer."""
     identity = identity_of(Path(sender.data))
     signer = http_signer(identity.rsa_key_id, identity.rsa_key)
+    status, answer = 0, {}
     async with FederationClient(signer=signer, allow_private_network=True) as client:
-        response = await client.post(f"{inbox_of.url}/inbox", msgspec.json.encode(activity))
-    return response.status
+        for activity in activities:
+            response = await client.post(f"{inbox_of.url}/inbox", msgspec.json.encode(activity))
+            status, answer = response.status, msgspec.json.decode(response.body)
+    return status, answer
+
+
+def stored_anywhere(node: Node, entry: dict[str, Any]) -> list[str]:
+    """The tables of `node` that hold anything of `entry` (by its id, or its actor and
+    seq): empty for an entry the inbox refused."""
+    found: list[str] = []
+    conn = sqlite3.connect(Path(node.data) / DATABASE_FILE)
+    try:
+        checks = {
+            "fed_incoming": ("SELECT 1 FROM fed_incoming WHERE activity_id = ?", (entry["id"],)),
+            "fed_entry": (
+                "SELECT 1 FROM fed_entry WHERE actor = ? AND seq = ?",
+                (entry["actor"], entry["seq"]),
+            ),
+            "regional_tallies": (
+                "SELECT 1 FROM regional_tallies WHERE chapter = ? AND seq = ?",
+                (entry["actor"], entry["seq"]),
+            ),
+            "regional_rejected": (
+                "SELECT 1 FROM regional_rejected WHERE actor = ? AND seq = ?",
+                (entry["actor"], entry["seq"]),
+            ),
+        }
+        for table, (sql, args) in checks.items():
+            if conn.execute(sql, args).fetchone() is not None:
+                found.append(table)
+    finally:
+        conn.close()
+    return found

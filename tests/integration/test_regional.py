@@ -18,12 +18,13 @@ import aiohttp
 import msgspec
 import pytest
 import pytest_asyncio
-from regionkit import entry_body, post_signed, sign_next
+from regionkit import entry_body, post_answered, post_signed, sign_next, stored_anywhere
 
 from node.bootstrap import init_node
 from node.clock import parse_rfc3339, rfc3339
 from node.config import DATABASE_FILE
 from node.demo import Cluster, Node, free_port, wait_until
+from node.regional_store import REFUSAL_LOG_ROWS
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -261,13 +262,21 @@ async def test_bad_tallies_are_rejected_and_named(cluster: Cluster, tmp_path: Pa
 
     duplicate = sign_next(birch, body, real["published"])  # a second, valid tally
     assert await post_signed(birch, alder, duplicate) == 202
+    # The inbox refuses what it cannot verify, says what and where, and stores nothing
+    # of it; only its metadata goes to the refusal log, which the view reads.
     forged = {**duplicate, "proof": {**duplicate["proof"], "proofValue": "z" + "1" * 87}}
-    assert await post_signed(birch, cedar, forged) == 202
+    status, answer = await post_answered(birch, cedar, forged)
+    assert (status, answer["error"]) == (400, "bad_proof"), answer
+    assert f"actor {birch.actor}" in answer["detail"] and f"seq {forged['seq']}" in answer["detail"]
+    assert stored_anywhere(cedar, forged) == []
     late = sign_next(birch, body, rfc3339(time.time() + 3600))
     assert await post_signed(birch, cluster.region, late) == 202
     unsigned = {k: v for k, v in sign_next(birch, body, real["published"], skip=1).items()}
     del unsigned["proof"]
-    assert await post_signed(birch, alder, unsigned) == 202
+    status, answer = await post_answered(birch, alder, unsigned)
+    assert (status, answer["error"]) == (400, "unsigned"), answer
+    assert birch.actor in answer["detail"] and f"seq {unsigned['seq']}" in answer["detail"]
+    assert stored_anywhere(alder, unsigned) == []
     # without an HTTP signature the inbox takes nothing at all
     status, refused = await cluster.call("POST", alder, "/inbox", duplicate)
     assert status == 401 and refused["error"]
@@ -287,11 +296,13 @@ async def test_bad_tallies_are_rejected_and_named(cluster: Cluster, tmp_path: Pa
     assert dup["actor"] == birch.actor and dup["seq"] == duplicate["seq"]
     assert f"seq {real['seq']}" in dup["reason"]
     bad = await rejection(cluster, cedar, local["Cedar"], "forged")
-    assert bad["actor"] == birch.actor and "proof" in bad["reason"]
+    assert bad["actor"] == birch.actor and bad["seq"] == forged["seq"]
+    assert bad["type"] == "Tally" and "proof" in bad["reason"]
     gone = await rejection(cluster, cluster.region, proposal["id"], "late")
     assert gone["actor"] == birch.actor and gone["seq"] == late["seq"]
     nosig = await rejection(cluster, alder, local["Alder"], "unsigned")
-    assert nosig["seq"] == unsigned["seq"]
+    assert nosig["actor"] == birch.actor and nosig["seq"] == unsigned["seq"]
+    assert stored_anywhere(cedar, forged) == [] and stored_anywhere(alder, unsigned) == []
     assert not_follower["actor"] == outsider.actor and "not among" in not_follower["reason"]
     for node, pid in ((alder, local["Alder"]), (cedar, local["Cedar"])):
         view = await cluster.regional(node, pid)
@@ -333,3 +344,30 @@ async def test_a_wrong_decision_is_disputed(cluster: Cluster) -> None:
     assert "outcome" in view["decision"]["dispute"]
     assert view["decision"]["outcome"]["winner"] == "tram"  # its own count stands
     assert (await cluster.regional(birch, local["Birch"]))["verification"] == "verified"
+
+
+async def test_a_flood_of_forged_entries_keeps_the_refusal_log_capped(cluster: Cluster) -> None:
+    # Runs last: the flood pushes the earlier refusals out of Cedar's log.
+    _, local, _ = SEEN["p1"]
+    _, birch, cedar = cluster.chapters
+    template = sign_next(birch, entry_body(last_tally(birch)), rfc3339(time.time()))
+    template["proposal"] = f"{cluster.region.actor}/flood"
+    flood = [
+        {**template, "proof": {**template["proof"], "proofValue": f"z{n:0>87}".replace("0", "1")}}
+        for n in range(REFUSAL_LOG_ROWS + 50)
+    ]
+    # Eight senders at once, as a flood would come; every one is refused.
+    answers = await asyncio.gather(*(post_answered(birch, cedar, *flood[i::8]) for i in range(8)))
+    assert {(status, a["error"]) for status, a in answers} == {(400, "bad_proof")}
+    with sqlite3.connect(cedar.data / DATABASE_FILE) as conn:
+        (rows,) = conn.execute("SELECT COUNT(*) FROM inbox_refusals").fetchone()
+        assert rows == REFUSAL_LOG_ROWS
+        (flooded,) = conn.execute(
+            "SELECT COUNT(*) FROM inbox_refusals WHERE proposal = ?", (template["proposal"],)
+        ).fetchone()
+        assert flooded == REFUSAL_LOG_ROWS  # the oldest rows went first
+        (columns,) = [{c[1] for c in conn.execute("PRAGMA table_info(inbox_refusals)").fetchall()}]
+        assert "body" not in columns and "entry" not in columns  # metadata only
+    assert stored_anywhere(cedar, template) == []
+    view = await cluster.regional(cedar, local["Cedar"])
+    assert [r for r in view["rejected"] if r["code"] == "forged"] == []
