@@ -89,7 +89,9 @@ async def set_passphrase(request: web.Request, visit: Visit) -> web.Response:
     if first != again:
         raise BadRequest("the two passphrases are different; type the same one twice")
     await services(request).members.set_password(member.id, first)
-    return render(request, visit, "passphrase.html", {"done": True})
+    # to the home page, which makes this device's ballot key (device_key.html); a
+    # redirect, so the key script's reload after registering never re-sends this form
+    return redirect("/?passphrase=saved")
 
 
 @page
@@ -119,6 +121,10 @@ async def home(request: web.Request, visit: Visit) -> web.StreamResponse:
     open_.sort(key=lambda p: p.closes_at or "9999")
     decided = sorted((p for p in items if p.status in ("closed", "decided")), key=decided_at)
     drafts = [p for p in items if p.status == "draft"] if visit.member.at_least("organizer") else []
+    # the first login ends here (passphrase saved, or skipped): this device makes its
+    # ballot key now, so the member's first ballot is already signed (device_key.html)
+    saved = request.query.get("passphrase") == "saved"
+    first = saved or request.query.get("first") == "1"
     return render(
         request,
         visit,
@@ -127,6 +133,10 @@ async def home(request: web.Request, visit: Visit) -> web.StreamResponse:
             "open": [(p, time_left(p.closes_at, now)) for p in open_],
             "decided": [(p, decided_at(p)) for p in reversed(decided)][:RECENT],
             "drafts": drafts,
+            "saved": saved,
+            # only right after the first login: the key script reloads the page once it
+            # has registered a new key, which must not cut across what a member does next
+            "device": await device_keys(request, visit.member) if first else None,
         },
     )
 
@@ -324,6 +334,16 @@ async def signing_context(
         "member": member.id,
         "proposal": p.object_id,
         "next_counter": (last or 0) + 1,
+        "current": " ".join(k.key for k in keys if k.revoked_seq is None),
+        "revoked": " ".join(k.key for k in keys if k.revoked_seq is not None),
+    }
+
+
+async def device_keys(request: web.Request, member: Member) -> dict[str, str]:
+    """What member_keys.js needs to find or make this device's key (device_key.html):
+    the member's current and revoked keys, space-separated."""
+    keys = await _member_keys(request).keys_of(member.id)
+    return {
         "current": " ".join(k.key for k in keys if k.revoked_seq is None),
         "revoked": " ".join(k.key for k in keys if k.revoked_seq is not None),
     }
