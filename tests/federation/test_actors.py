@@ -288,5 +288,8 @@ async def test_a_cache_whose_schema_fails_closes_its_connection(tmp_path: Path) 
     async with FederationClient(signer=None) as client:
         with pytest.raises(sqlite3.OperationalError, match="fed_actor_key"):
             await ActorCache.open(db, client)
+    # A closed connection's thread ends just after close() returns: give it a moment.
+    for thread in set(threading.enumerate()) - before:
+        thread.join(timeout=5)
     leaked = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert leaked == []
