@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +42,8 @@ from federation.actors import SCHEMA as ACTORS_SCHEMA
 from federation.actors import ActorCache
 from federation.client import FederationClient, http_signer
 from federation.delivery import DeliveryWorker, delivery_ctx
-from federation.documents import AssertionKey, LocalActor
+from federation.documents import AssertionKey, LocalActor, parse_actor
+from federation.errors import FederationError
 from federation.follow import FollowService
 from federation.inbox import Handler, Inbox, IncomingActivity, RefusalLog, inbox_ctx
 from federation.routes import setup_routes
@@ -118,6 +119,43 @@ class NodeSource:
 
     async def member_count(self) -> int:
         return len(await self._services.members.all())
+
+
+MAX_SHOWN_NAME = 80  # a remote actor's name is its own text: shown, but kept short
+_CACHED_ACTORS_SQL = "SELECT id, document FROM fed_actor WHERE id IN ({})"
+
+
+def host_label(actor_id: str) -> str:
+    """What a page calls an actor whose name it does not know: its host (and port)."""
+    try:
+        url = URL(actor_id)
+    except ValueError:
+        return actor_id[:MAX_SHOWN_NAME]
+    if not url.host:
+        return actor_id[:MAX_SHOWN_NAME]
+    return url.host if url.is_default_port() else f"{url.host}:{url.port}"
+
+
+async def actor_names(services: NodeServices, actor_ids: Iterable[str]) -> dict[str, str]:
+    """Each actor's ``name`` for pages: this node's own, else the one in the actor cache
+    (``fed_actor``, filled when the node fetched the actor, e.g. to check its tally's
+    signature), else its host. Only the cache is read: a page never fetches from other
+    servers, so it shows the same names when they are down. A stale document is fine
+    here, as a name is shown, never trusted."""
+    ids = list(dict.fromkeys(actor_ids))
+    names = {actor_id: host_label(actor_id) for actor_id in ids}
+    if ids:
+        sql = _CACHED_ACTORS_SQL.format(", ".join("?" * len(ids)))
+        for actor_id, document in await services.db.fetchall(sql, ids):
+            try:
+                actor = parse_actor(msgspec.json.decode(document), expected_id=actor_id)
+            except (msgspec.DecodeError, FederationError):
+                continue  # a cached document that no longer parses: the host will do
+            name = " ".join((actor.name or "").split())[:MAX_SHOWN_NAME]
+            names[actor_id] = name or names[actor_id]
+    if services.identity.actor in names:
+        names[services.identity.actor] = services.identity.name
+    return names
 
 
 class NodeHost:

@@ -10,6 +10,7 @@ from aiohttp import web
 from node import member_key_store
 from node.api import authenticate, json_response, read_json
 from node.errors import BadRequest, NodeError, Unauthorized
+from node.federation_glue import actor_names
 from node.member_keys import MemberKeys
 from node.members import Member
 from node.proposal_forms import ProposalView
@@ -28,7 +29,7 @@ from node.web.page import (
     time_left,
 )
 from protocol import ballots
-from protocol.aggregate import parse_decision
+from protocol.aggregate import Decision, parse_decision
 from protocol.ballots import CONSENT_CHOICES
 from protocol.errors import ProtocolError
 from protocol.member_ballots import decode_signed_ballot
@@ -266,12 +267,30 @@ async def refused_tallies(request: web.Request, p: ProposalView) -> list[dict[st
     return list(status.get("rejected", []))
 
 
+async def chapter_rows(request: web.Request, regional: Decision) -> list[dict[str, Any]]:
+    """The by-chapter table: each chapter by name, its actor id kept for auditors (a link
+    only when it is a web address), and this node's own row marked."""
+    svc = services(request)
+    names = await actor_names(svc, (c.chapter for c in regional.chapters))
+    return [
+        {
+            "c": c,
+            "name": names[c.chapter],
+            "href": c.chapter if c.chapter.startswith(("https://", "http://")) else None,
+            "own": c.chapter == svc.identity.actor,
+        }
+        for c in regional.chapters
+    ]
+
+
 @page
 async def results_page(request: web.Request, visit: Visit) -> web.Response:
     visit.need_member()
     proposal = await services(request).proposals.get(request.match_info["id"])
     context = results_context(proposal)
     context["refused"] = await refused_tallies(request, proposal)
+    if context["regional"] is not None:
+        context["chapter_rows"] = await chapter_rows(request, context["regional"])
     if not proposal.secret:  # open votes: how many ballots carry their member's signature
         db = services(request).db
         context["custody"] = await member_key_store.signed_counts(db, proposal.id)

@@ -14,6 +14,7 @@ from aiohttp import ClientSession, CookieJar, web
 from livenode import LiveNode, start_node
 from yarl import URL
 
+from node.federation_glue import ACTORS_KEY
 from node.members import Member
 from node.proposal_forms import NewProposal
 from node.web import WEB_KEY
@@ -22,14 +23,17 @@ from protocol import aggregate, ballots, chain, counting
 from protocol.tally import Tally
 
 HILL, VALE, DUNE = (f"https://{n}.example/actor" for n in ("hill", "vale", "dune"))
-SPEC = {
-    "method": "choice",
-    "options": ("May", "June"),
-    "quorum": "1/4",
-    "scope": "regional",
-    "rule": "pooled",
-    "chapters": (HILL, VALE, DUNE),
-}
+
+
+def spec(chapters: tuple[str, ...]) -> dict[str, object]:
+    return {
+        "method": "choice",
+        "options": ("May", "June"),
+        "quorum": "1/4",
+        "scope": "regional",
+        "rule": "pooled",
+        "chapters": chapters,
+    }
 
 
 @pytest_asyncio.fixture
@@ -40,13 +44,18 @@ async def region(tmp_path: Path) -> AsyncIterator[tuple[LiveNode, web.AppRunner]
 
 
 def chapter_tally(
-    chapter: str, picks: list[str], eligible: int, object_id: str, digest: str
+    chapters: tuple[str, ...],
+    chapter: str,
+    picks: list[str],
+    eligible: int,
+    object_id: str,
+    digest: str,
 ) -> Tally:
-    spec = ballots.parse_spec(SPEC)
-    typed = [ballots.validate_ballot(spec, {"choice": c}) for c in picks]
+    typed_spec = ballots.parse_spec(spec(chapters))
+    typed = [ballots.validate_ballot(typed_spec, {"choice": c}) for c in picks]
     receipts = [hashlib.sha256(f"{chapter}{i}".encode()).hexdigest() for i in range(len(picks))]
     return counting.make_tally(
-        spec,
+        typed_spec,
         chapter=chapter,
         proposal=object_id,
         proposal_digest=digest,
@@ -58,7 +67,13 @@ def chapter_tally(
     )
 
 
-async def decided(live: LiveNode, lead: Member, verification: str, extra: dict[str, str]) -> str:
+async def decided(
+    live: LiveNode,
+    lead: Member,
+    verification: str,
+    extra: dict[str, str],
+    chapters: tuple[str, ...] = (HILL, VALE, DUNE),
+) -> str:
     """A regional proposal closed on the region and decided from two chapters' tallies.
 
     The region counts no ballots itself; the decision is what protocol/aggregate.py
@@ -70,7 +85,7 @@ async def decided(live: LiveNode, lead: Member, verification: str, extra: dict[s
         options=["May", "June"],
         scope="regional",
         rule="pooled",
-        chapters=[HILL, VALE, DUNE],
+        chapters=list(chapters),
         quorum="1/4",
     )
     view = await live.services.proposals.create(lead, form)
@@ -78,13 +93,14 @@ async def decided(live: LiveNode, lead: Member, verification: str, extra: dict[s
     assert closed.status == "closed" and closed.tally is None and view.object_id is not None
     question = next(e for e in await live.services.ledger.entries() if e["id"] == view.object_id)
     digest = chain.entry_digest(question)
+    first, second = chapters[0], chapters[1]
     tallies = [
-        chapter_tally(HILL, ["May", "May", "June"], 5, view.object_id, digest),
-        chapter_tally(VALE, ["June"], 8, view.object_id, digest),  # below the 1/4 quorum
+        chapter_tally(chapters, first, ["May", "May", "June"], 5, view.object_id, digest),
+        chapter_tally(chapters, second, ["June"], 8, view.object_id, digest),  # below quorum
     ]
     pairs = [(hashlib.sha256(t.chapter.encode()).hexdigest(), t) for t in tallies]
     decision = aggregate.aggregate(
-        ballots.parse_spec(SPEC), pairs, proposal=view.object_id, proposal_digest=digest
+        ballots.parse_spec(spec(chapters)), pairs, proposal=view.object_id, proposal_digest=digest
     )
     body = {**aggregate.decision_body(decision), **extra}
     await live.services.proposals.record_decision(view.id, body, verification)
@@ -100,6 +116,19 @@ async def fetch(runner: web.AppRunner, live: LiveNode, member: Member, path: str
         return await answer.text()
 
 
+ROW = re.compile(
+    r'<tr(?: class="own")?><th scope="row"><a href="([^"]+)" title="\1" rel="nofollow">'
+    r'([^<]+)</a>( <span class="own-chapter">\(this chapter\)</span>)?</th>'
+    r"<td>([^<]+)</td><td>(\d+)</td><td>(\d+)</td>\s*<td>([^<]+)</td>"
+)
+
+
+def chapter_rows(html: str) -> list[tuple[str, ...]]:
+    """The by-chapter table: (actor link, name shown, own mark, status, voted, members,
+    result) per row."""
+    return [tuple(m) for m in ROW.findall(html)]
+
+
 async def test_regional_results_show_each_chapter_and_the_verified_badge(
     region: tuple[LiveNode, web.AppRunner],
 ) -> None:
@@ -109,15 +138,10 @@ async def test_regional_results_show_each_chapter_and_the_verified_badge(
     html = await fetch(runner, live, lead, f"/proposals/{proposal}/results")
     assert '<span class="badge verified">verified</span>' in html
     assert "got the same result" in html
-    rows = re.findall(
-        r'<tr><th scope="row">([^<]+)</th><td>([^<]+)</td><td>(\d+)</td><td>(\d+)</td>\s*'
-        r"<td>([^<]+)</td>",
-        html,
-    )
-    assert rows == [
-        (HILL, "counted", "3", "5", "May"),
-        (VALE, "below quorum", "1", "8", "not adopted"),
-        (DUNE, "no tally", "0", "0", "–"),
+    assert chapter_rows(html) == [
+        (HILL, "hill.example", "", "counted", "3", "5", "May"),
+        (VALE, "vale.example", "", "below quorum", "1", "8", "not adopted"),
+        (DUNE, "dune.example", "", "no tally", "0", "0", "–"),
     ]
     assert "1 of 3 chapters counted" in html
     # The region's chart sums only the counted chapter: May 2, June 1.
@@ -141,3 +165,33 @@ async def test_disputed_decision_says_so_and_why(region: tuple[LiveNode, web.App
     assert '<span class="badge disputed">disputed</span>' in html
     assert "<strong>different</strong> result" in html
     assert why.replace("'", "&#39;") in html
+
+
+async def test_chapters_are_named_by_their_actor_documents(
+    region: tuple[LiveNode, web.AppRunner], tmp_path: Path
+) -> None:
+    """A chapter whose actor document the region holds is shown by its name; one it never
+    fetched by its host (with the port, so loopback chapters stay apart); this node's own
+    row is marked, and the actor id stays on each row for auditors."""
+    live, runner = region
+    hill, hill_runner = await start_node(tmp_path / "hill", "Hill & Dale <Chapter>")
+    gone = "http://127.0.0.1:9/actor"  # never fetched: no name known
+    try:
+        # the region fetches the chapter's actor as it does to check a tally's signature
+        fetched = await runner.app[ACTORS_KEY].get(hill.services.identity.actor)
+        assert fetched.name == "Hill & Dale <Chapter>"
+        lead = (await live.services.members.add("Rui", "organizer")).member
+        own = live.services.identity.actor  # a region never lists itself; here it checks the mark
+        chapters = (hill.services.identity.actor, gone, own)
+        proposal = await decided(live, lead, "verified", {}, chapters)
+        await hill_runner.cleanup()  # the page reads the cache, never the chapter itself
+        html = await fetch(runner, live, lead, f"/proposals/{proposal}/results")
+    finally:
+        await hill_runner.cleanup()
+    mark = ' <span class="own-chapter">(this chapter)</span>'
+    assert chapter_rows(html) == [
+        (chapters[0], "Hill &amp; Dale &lt;Chapter&gt;", "", "counted", "3", "5", "May"),
+        (gone, "127.0.0.1:9", "", "below quorum", "1", "8", "not adopted"),
+        (own, "North Region", mark, "no tally", "0", "0", "–"),
+    ]
+    assert html.count("(this chapter)") == 1
