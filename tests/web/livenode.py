@@ -80,6 +80,14 @@ async def shot(page: Page, name: str) -> None:
 
 
 async def use_link(page: Page, link: str, passphrase: str | None = PASS) -> None:
+    """Log in with a one-time link; with a passphrase, also save it and wait until the
+    home page has made and registered this device's ballot key.
+
+    member_keys.js registers the key and then reloads the page; a test that clicked
+    before the reload could lose its click to it. The script marks the key as this
+    device's (``data-device-key``) only on the page that finds it registered, which
+    is the reloaded one, so waiting for that mark waits out the reload too.
+    """
     await page.goto(link)
     await page.get_by_role("button", name="Log me in").click()
     await page.wait_for_url(re.compile(r"/account/passphrase\?welcome=1$"))
@@ -88,6 +96,8 @@ async def use_link(page: Page, link: str, passphrase: str | None = PASS) -> None
         await page.fill("#again", passphrase)
         await page.get_by_role("button", name="Save passphrase").click()
         await page.get_by_text("Passphrase saved").wait_for()
+        await page.locator("[data-member-keys][data-device-key]").wait_for(state="attached")
+        await page.wait_for_load_state("load")
 
 
 async def organizer_page(context: BrowserContext, node: LiveNode, name: str) -> Page:
