@@ -62,8 +62,9 @@ async def results_seen(page: Page) -> dict[str, Any]:
     """What the results page shows, read as a person reads it."""
     rows = []
     for row in await page.locator("#chapters tbody tr").all():
-        cells = [c.strip() for c in await row.locator("th, td").all_inner_texts()]
-        rows.append(tuple(cells))
+        cells = [" ".join(c.split()) for c in await row.locator("th, td").all_inner_texts()]
+        # the chapter's actor id, kept on its name for auditors
+        rows.append((await row.locator("th a").get_attribute("title"), *cells))
     turnout = page.locator("#region-h ~ svg.chart.turnout")
     return {
         "outcome": " ".join((await page.inner_text("#outcome")).split()),
@@ -102,14 +103,18 @@ async def test_a_chapter_shows_the_verified_regional_decision_without_the_region
         assert "a majority of members and a majority of chapters" in seen["region"]
         assert "3 of 3 chapters counted" in seen["region"]
         actor = {c.actor: c.name for c in cluster.chapters}
-        by_name = {actor[r[0]]: r for r in seen["rows"]}
+        # each row shows its chapter's own name (this node's row marked), never an URL
+        names = [r[1] for r in seen["rows"]]
+        assert sorted(names) == sorted(["Riverside (this chapter)", "Hillcrest", "Lakeview"])
+        by_name = {r[1].removesuffix(" (this chapter)"): r for r in seen["rows"]}
         assert set(by_name) == set(BALLOTS)  # every chapter, each named once
         for name, picks in BALLOTS.items():
             chapter_result = next(
                 c for c in decision["chapters"] if actor.get(c["chapter"]) == name
             )
             shown = "Passed" if picks.count("agree") >= 2 else "not adopted"
-            _, status, voted, members, result = by_name[name]
+            link, _, status, voted, members, result = by_name[name]
+            assert actor[link] == name  # the name is that of the actor the row links
             assert (status, voted) == ("counted", str(len(picks)))
             assert members == str(chapter_result["eligible"])
             assert result.lower() == shown.lower(), (name, result)
