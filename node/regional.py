@@ -42,7 +42,7 @@ import msgspec
 from aiohttp import web
 
 from federation import store as fed_store
-from federation.actors import ActorKeyError
+from federation.actors import ActorCache, ActorKeyError
 from federation.errors import FederationError
 from federation.inbox import EntryRefusal, IncomingActivity
 from node import proposal_store, regional_store
@@ -106,7 +106,6 @@ class Regional:
         self._me = services.identity.actor
         self._kind = services.identity.kind
         self._grace = services.config.regional_grace_s
-        self._actors = app[ACTORS_KEY]
         self._clock = clock
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
@@ -116,6 +115,11 @@ class Regional:
             "Tally": self._on_tally,
             "Decision": self._on_decision,
         }
+
+    @property
+    def _actors(self) -> ActorCache:
+        # Opened by federation_glue's cleanup context, after this object is built.
+        return self._app[ACTORS_KEY]
 
     # -- hooks the node calls (node/proposals.py, node/ledger.py) -------------------
 
@@ -596,10 +600,8 @@ _REFUSAL_CODES = {"bad_proof": "forged", "unknown_key": "forged"}
 
 async def _regional_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES_KEY]
-    regional = Regional(app)
-    app[REGIONAL_KEY] = regional
+    regional = app[REGIONAL_KEY]
     services.proposals.regional = regional
-    services.ledger.on_append.append(regional.on_append)
     task = asyncio.create_task(regional.run(), name="regional")
     try:
         yield
@@ -607,7 +609,6 @@ async def _regional_ctx(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        services.ledger.on_append.remove(regional.on_append)
         services.proposals.regional = None
 
 
@@ -629,6 +630,12 @@ def setup(app: web.Application) -> None:
     Call after `node.federation_glue.setup(app)`, before the app starts."""
     services = app[SERVICES_KEY]
     services.db.migrations["regional"] = regional_store.REGIONAL_MIGRATIONS
+    regional = Regional(app)
+    app[REGIONAL_KEY] = regional
+    # Hooked before the app starts: the node's auto-closer runs from the first cleanup
+    # context and may sign an overdue tally at once on a restart; that tally must be
+    # held and queued for the region like any other, not appended unseen.
+    services.ledger.on_append.append(regional.on_append)
 
     async def handler(incoming: IncomingActivity) -> None:
         await _inbox_handler(app, incoming)
