@@ -331,17 +331,24 @@ def _check_chain(group: tuple[str, list[dict[str, Any]]]) -> _ChainPart:
     """One actor's chain through chain_audit.audit_chains: proofs, links, keys, forks."""
     actor, entries = group
     try:
-        chain = audit_chains(entries).actors[actor]
+        report = audit_chains(entries)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         # Hostile input that chain.py does not yet turn into a ChainError (e.g. an
         # unhashable "prev"): the chain is unverified and the audit says so.
         why = f"the chain could not be checked: {type(exc).__name__}: {exc}"
         finding = Finding(actor, None, "malformed", why)
         return _ChainPart(actor, len(entries), [finding], [], None, False, {})
-    state = chain.state
+    # Every finding of the report, not only the chain's own: an entry that cannot even
+    # be canonicalized never joins a chain, and must not vanish from the audit with it.
     findings = [
-        Finding(actor, f.seq, f.code, f.detail + _evidence(f.evidence)) for f in chain.findings
+        Finding(actor, f.seq, f.code, f.detail + _evidence(f.evidence)) for f in report.findings
     ]
+    chain = report.actors.get(actor)
+    if chain is None:
+        if not findings:
+            findings = [Finding(actor, None, "malformed", "no entry of this chain can be read")]
+        return _ChainPart(actor, len(entries), findings, [], None, False, {})
+    state = chain.state
     through = chain.verified_through
     real = chain.equivocations
     valid = [] if through is None else [s for s in range(through + 1) if s not in real]

@@ -682,3 +682,14 @@ def test_the_exporter_named_in_the_header_must_have_its_chain_in_the_bundle(
     assert [(f.actor, f.what) for f in report.findings] == [
         ("https://elsewhere.example/actor", "exporter_without_chain")
     ]
+
+
+def test_an_entry_that_cannot_be_canonicalized_is_named_not_dropped(
+    world: dict[str, Any],
+) -> None:
+    # An integer beyond 2**53 has no exact JSON number form, so the entry has no digest
+    # and joins no chain; at a chain's head nothing else would notice it is gone.
+    recs = copy.deepcopy(world["records"])
+    decision = next(r for r in recs if isinstance(r, EntryRecord) and r.entry["type"] == "Decision")
+    decision.entry["@context"] = 2**53
+    assert first(audit(recs)) == (REGION, decision.entry["seq"], "malformed")
