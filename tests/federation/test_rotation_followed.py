@@ -119,10 +119,11 @@ async def test_chapter_follows_the_rotation_and_refuses_the_retired_key(cluster:
     assert f"seq {seq}" in body["detail"] and old_id in body["detail"]
     assert rotated["key_id"] in body["detail"]
 
-    # Sent bare, as nodes relay entries, it is stored but the regional check rejects it
-    # as forged, naming the region, the seq and the key.
-    status, _ = await post_as(region, alder, forged)
-    assert status == 202
+    # Sent bare, as nodes relay entries, it is refused just the same and nothing of it
+    # is stored; the refusal log still lets the chapter name it as forged, with the
+    # region, the seq and the key.
+    status, body = await post_as(region, alder, forged)
+    assert status == 401 and body["error"] == "unknown_key", body
 
     async def named() -> dict[str, Any] | None:
         view = await cluster.regional(alder, local)
