@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from node import federation_glue, ops, regional, rotation
+from node import agenda_service, events, facilitation, federation_glue, ops, regional, rotation
 from node.api import MAX_JSON_BYTES_KEY, SERVICES_KEY, add_routes, error_middleware
 from node.config import NodeConfig
 from node.identity import NodeIdentity
@@ -92,6 +92,9 @@ def create_app(config: NodeConfig) -> web.Application:
     add_routes(app)
     federation_glue.setup(app)
     regional.setup(app)  # regional votes: inbox handlers, decisions, GET .../regional
+    events.setup(app)  # convenings as Events, RSVPs, attendance (§10.1–10.3)
+    agenda_service.setup(app)  # the bottom-up agenda (§10.4)
+    facilitation.setup(app)  # partner facilitators' signed requests
     rotation.setup(app)  # POST /api/keys/rotate, GET /api/keys (admin)
     setup_web(app)
     ops.setup(app, config)  # /healthz, /metrics, X-Forwarded-* (trust_forwarded)

@@ -115,6 +115,7 @@ class Regional:
             "Tally": self._on_tally,
             "Decision": self._on_decision,
         }
+        self._pulled_from_regions: set[str] = {"Question", "Decision"}
 
     @property
     def _actors(self) -> ActorCache:
@@ -180,6 +181,38 @@ class Regional:
         targets.discard(self._me)
         await regional_store.queue_targets(tx, appended.seq, sorted(targets))
         asyncio.get_running_loop().call_later(0.05, self._wake.set)
+
+    # -- extension points for other entry types (node/convenings, ...) ----------------
+
+    def register(
+        self,
+        kind: str,
+        ingest: Callable[[dict[str, Any]], Awaitable[None]],
+        *,
+        pulled_from_regions: bool = False,
+    ) -> None:
+        """Take entries of type `kind` the way Question/Tally/Decision are taken: from
+        the inbox and, with `pulled_from_regions`, from the followed regions' outboxes
+        on catch-up. `ingest` checks with `verified` and raises `RejectedEntry` (kept,
+        with its reason) or `Unready` (the inbox retries). Call before the app starts."""
+        self._ingest[kind] = ingest
+        if pulled_from_regions:
+            self._pulled_from_regions.add(kind)
+        app_handlers = self._app[INBOX_HANDLERS_KEY]
+        app_handlers[kind] = self._handler
+
+    async def verified(self, entry: dict[str, Any]) -> tuple[str, int, str]:
+        """(author, seq, digest) of an entry whose proof is by the key valid at its seq
+        in its author's chain; `RejectedEntry` (unsigned, malformed, forged) otherwise."""
+        return await self._verified(entry)
+
+    async def queue(self, tx: Tx, seq: int, targets: set[str] | list[str]) -> None:
+        """In the appending transaction: deliver our entry `seq` to `targets` (actor
+        ids, resolved to inboxes later, retried until reachable)."""
+        wanted = sorted(set(targets) - {self._me})
+        if wanted:
+            await regional_store.queue_targets(tx, seq, wanted)
+            asyncio.get_running_loop().call_later(0.05, self._wake.set)
 
     # -- incoming entries (inbox handlers and the catch-up pull share this path) -----
 
@@ -520,7 +553,7 @@ class Regional:
         if overdue_only and not wanted:
             return
         for region in await regional_store.followed_regions(self._db):
-            await self._pull(region, lambda e: e.get("type") in ("Question", "Decision"))
+            await self._pull(region, lambda e: e.get("type") in self._pulled_from_regions)
         for chapter in sorted(chapters):
             await self._pull(
                 chapter, lambda e: e.get("type") == "Tally" and e.get("proposal") in wanted
