@@ -32,13 +32,26 @@ from node.errors import BadRequest, Conflict, NotFound
 from node.identity import NodeIdentity
 from node.ledger import Ledger
 from node.members import Member, require_role
-from node.proposal_forms import NewProposal, question_body, view_of
+from node.proposal_forms import (
+    NewProposal,
+    check_question_terms,
+    check_terms,
+    question_body,
+    terms_of_question,
+    view_of,
+)
 from node.storage import Database, Row, Tx
 from protocol import ballots, counting, roster
 from protocol import tally as protocol_tally
 from protocol.errors import BallotError
 
 log = logging.getLogger("convene.proposals")
+
+# The proposals' own schema steps, after the node's (append only, never edit a step).
+PROPOSAL_MIGRATIONS: tuple[str, ...] = (
+    # 1: a proposal's signed terms beyond its spec (seats, agenda_item, ...), JSON
+    "ALTER TABLE proposals ADD COLUMN terms TEXT",
+)
 
 # (state, event) → next state. The only place a proposal's status changes.
 TRANSITIONS: dict[tuple[str, str], str] = {
@@ -105,6 +118,7 @@ class Proposals:
     def __init__(
         self, db: Database, ledger: Ledger, identity: NodeIdentity, box: BallotBox, clock: Clock
     ) -> None:
+        db.migrations["proposals"] = PROPOSAL_MIGRATIONS
         self._db = db
         self._ledger = ledger
         self._identity = identity
@@ -167,11 +181,26 @@ class Proposals:
 
     # -- writing ------------------------------------------------------------------
 
-    async def create(self, author: Member, form: NewProposal) -> ProposalView:
+    async def create(
+        self, author: Member, form: NewProposal, *, terms: Mapping[str, Any] | None = None
+    ) -> ProposalView:
+        """Store a new proposal (and open it unless a draft).
+
+        `terms`: further signed fields other node code puts on the Question (e.g.
+        `requested_by`), merged with the form's own (`seats`, `agenda_item`); a key of
+        the Question itself is refused.
+        """
         require_role(author, "organizer", "creating a proposal")
         if form.scope == "regional" and not form.chapters and self.regional is not None:
             form = msgspec.structs.replace(form, chapters=await self.regional.default_chapters())
         spec = form.spec(self._identity.kind)
+        own = form.terms(spec)
+        extra = check_terms(terms or {})
+        both = sorted(set(own) & set(extra))
+        if both:
+            raise BadRequest(f"terms set twice, by the form and the caller: {', '.join(both)}")
+        all_terms = check_terms({**own, **extra})
+        check_question_terms(spec, all_terms)
         closes_ts = parse_rfc3339(form.closes_at, field="closes_at") if form.closes_at else None
         now = self._clock()
         if closes_ts is not None and closes_ts <= now:
@@ -187,6 +216,7 @@ class Proposals:
             "status": "draft",
             "created_by": author.id,
             "created_at": rfc3339(now),
+            "terms": msgspec.json.encode(all_terms).decode() if all_terms else None,
         }
         async with self._db.write() as tx:
             await proposal_store.insert_proposal(tx, fields)
@@ -214,6 +244,8 @@ class Proposals:
             raise BadRequest(f"{object_id} is not a regional proposal")
         if status not in ("open", "draft"):
             raise BadRequest(f"an adopted proposal starts open or draft, not {status}")
+        terms = terms_of_question(question)
+        check_question_terms(spec, terms)
         existing = await proposal_store.by_object_id(self._db, object_id)
         if existing is not None:
             return await self.get(existing["id"])
@@ -236,6 +268,7 @@ class Proposals:
             "object_id": object_id,
             "origin": origin,
             "question_digest": digest,
+            "terms": msgspec.json.encode(terms).decode() if terms else None,
         }
         async with self._db.write() as tx:
             await proposal_store.insert_proposal(tx, fields)

@@ -81,14 +81,31 @@ async def remove_member(request: web.Request, visit: Visit) -> web.Response:
 
 @page
 async def proposal_form(request: web.Request, visit: Visit) -> web.Response:
+    """The form; `?agenda_item=ID&title=T` prefills it to put an agenda item to a vote."""
     visit.need_role("organizer", "creating a proposal")
-    return render(request, visit, "new_proposal.html", {"methods": METHODS, "form": {}})
+    query = request.rel_url.query
+    form = {"title": query.get("title", "")[:300], "agenda_item": query.get("agenda_item", "")}
+    region = services(request).identity.kind == "region"
+    context = {"methods": METHODS, "form": form, "region": region}
+    return render(request, visit, "new_proposal.html", context)
+
+
+def _whole(form: Any, name: str, what: str) -> int | None:
+    text = str(form.get(name) or "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise BadRequest(f"{what} must be a whole number, got {text[:40]!r}") from None
 
 
 def _proposal_request(form: Any) -> NewProposal:
     options = [line.strip() for line in str(form.get("options", "")).splitlines() if line.strip()]
     method = str(form.get("method", ""))
     closes = str(form.get("closes_at", "")).strip()
+    agenda_item = str(form.get("agenda_item") or "").strip() or None
+    regional = form.get("regional") == "on" or agenda_item is not None
     if closes and len(closes) == 16:  # <input type=datetime-local> gives no seconds/zone
         closes += ":00Z"
     raw = {
@@ -101,7 +118,10 @@ def _proposal_request(form: Any) -> NewProposal:
         "closes_at": closes or None,
         "secret": form.get("secret") == "on",
         "draft": form.get("draft") == "on",
-        "block_limit": int(str(form.get("block_limit") or "0")),
+        "block_limit": _whole(form, "block_limit", "block limit") or 0,
+        "scope": "regional" if regional else "local",
+        "seats": _whole(form, "seats", "choose N") if method in ("approval", "score") else None,
+        "agenda_item": agenda_item,
     }
     try:
         return msgspec.convert(raw, NewProposal)
@@ -113,10 +133,7 @@ def _proposal_request(form: Any) -> NewProposal:
 async def create_proposal(request: web.Request, visit: Visit) -> web.Response:
     me = visit.need_role("organizer", "creating a proposal")
     form = await read_form(request, visit, "create a proposal")
-    try:
-        new = _proposal_request(form)
-    except ValueError as exc:
-        raise BadRequest(f"block limit must be a whole number: {exc}") from None
+    new = _proposal_request(form)
     view = await services(request).proposals.create(me, new)
     return redirect(f"/proposals/{view.id}")
 
