@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.aggregate import aggregate, decision_body
+from protocol.audit_nesting import check_decisions, check_level, level_body, parse_level
+from protocol.audit_report import Finding
 from protocol.ballots import (
     ApprovalBallot,
     Ballot,
@@ -19,7 +21,10 @@ from protocol.ballots import (
     RankedBallot,
     ScoreBallot,
     ballot_receipt,
+    parse_spec,
+    spec_fields,
 )
+from protocol.chain import entry_digest
 from protocol.counting import add_counts, count, make_tally, outcome
 from protocol.entries import make_entry
 from protocol.errors import TallyError
@@ -223,3 +228,161 @@ def test_pooled_over_two_levels_equals_pooled_over_all_chapters(
     assert union == count(spec, everyone, eligible=len(everyone))
     assert (state.counts, state.cast, state.eligible) == (union, len(everyone), 30)
     assert state.pooled == outcome(spec, union, len(everyone), 30)
+
+
+# --- the Level entry and the audit's level-by-level check (protocol.audit_nesting) --------
+
+
+DIRECT = "https://d0.example/actor"  # a chapter straight under the state
+
+
+def key_of(actor: str) -> SigningKey:
+    return SigningKey.from_seed(actor.encode()[:32].ljust(32, b"\0"))
+
+
+def signed(actor: str, seq: int, body: dict[str, Any]) -> dict[str, Any]:
+    entry = make_entry(
+        body,
+        actor=actor,
+        seq=seq,
+        prev="00" * 32,
+        key=key_of(actor),
+        key_id=f"{actor}#ed25519-0",
+        published="2026-11-26T15:00:00Z",
+    )
+    plain: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(entry))
+    return plain
+
+
+def state_question(members: tuple[str, ...] = (CITIES[0], DIRECT)) -> dict[str, Any]:
+    spec = ProposalSpec(method="choice", options=OPTIONS, scope="regional", chapters=members)
+    body = {"type": "Question", "name": "Where?", **spec_fields(spec)}
+    entry = signed(STATE, 3, body)
+    return {**entry, "id": PROPOSAL}
+
+
+def test_a_level_entry_checks_against_the_question_it_carries() -> None:
+    q = signed(STATE, 3, {"type": "Question", **spec_fields(state_spec())})
+    qd = entry_digest(q)
+    city = CITIES[0]
+    ok = signed(city, 4, level_body(q, qd, CITY_CHAPTERS[city]))
+    level, spec = check_level(ok, qd)
+    assert parse_level(ok) == level
+    assert spec.chapters == tuple(sorted(CITY_CHAPTERS[city])) and spec.method == "choice"
+    bad = {
+        "a digest that is not the carried question's": (
+            signed(city, 4, level_body(q, "ab" * 32, CITY_CHAPTERS[city])),
+            "is not the carried question's digest",
+        ),
+        "a city the question does not list": (
+            signed("https://elsewhere.example/actor", 4, level_body(q, qd, ("https://x/a",))),
+            "is not listed by",
+        ),
+        "a chapter also at the level above": (
+            signed(city, 4, level_body(q, qd, (CITY_CHAPTERS[city][0], CITIES[1]))),
+            "already stand at the level above",
+        ),
+        "the city itself as one of its chapters": (
+            signed(city, 4, level_body(q, qd, (city,))),
+            "not itself",
+        ),
+        "no chapters": (signed(city, 4, level_body(q, qd, ())), "level spec"),
+    }
+    for why, (entry, message) in bad.items():
+        with pytest.raises(ConveningError, match=message) as err:
+            check_level(entry, qd)
+        assert (err.value.actor, err.value.seq) == (entry["actor"], 4), why
+    with pytest.raises(ConveningError, match="Level is malformed") as err2:
+        parse_level({**ok, "chapters": "all"})
+    assert (err2.value.actor, err2.value.seq) == (city, 4)
+
+
+class Index:
+    """The two fields check_decisions reads of a BundleIndex."""
+
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        self.by_id = {e["id"]: e for e in entries}
+        self.decisions = [e for e in entries if e.get("type") == "Decision"]
+
+
+def two_level_bundle() -> tuple[list[dict[str, Any]], ProposalSpec, str, dict[Any, Any]]:
+    """A state with one city (two chapters) and one direct chapter, all signed."""
+    q = state_question()
+    qd = entry_digest(q)
+    spec = parse_spec(q)
+    city = CITIES[0]
+    chapters = CITY_CHAPTERS[city][:2]
+    level = signed(city, 4, level_body(q, qd, chapters))
+    votes = {chapters[0]: ("Park", "Park"), chapters[1]: ("Garden",), DIRECT: ("Garden", "Garden")}
+    tallies = {}
+    for ch, picks in votes.items():
+        t = make_tally(
+            spec,
+            chapter=ch,
+            proposal=PROPOSAL,
+            proposal_digest=qd,
+            ballots=choices(*picks),
+            receipts=[
+                ballot_receipt(PROPOSAL, b, bytes([i]) * 32) for i, b in enumerate(choices(*picks))
+            ],
+            eligible=3,
+            roster_root="77" * 32,
+            roster_size=3,
+        )
+        tallies[(ch, PROPOSAL)] = (ch.encode().hex()[:64].ljust(64, "0"), t)
+    lower_pairs = [tallies[(c, PROPOSAL)] for c in chapters]
+    lower = aggregate(
+        level_spec(spec, chapters), lower_pairs, proposal=PROPOSAL, proposal_digest=qd
+    )
+    city_decision = signed(city, 5, {"type": "Decision", **decision_body(lower)})
+    up = upward_input(spec, city_decision, lower_pairs)
+    top = aggregate(spec, [up, tallies[(DIRECT, PROPOSAL)]], proposal=PROPOSAL, proposal_digest=qd)
+    state_decision = signed(STATE, 6, {"type": "Decision", **decision_body(top)})
+    return [q, level, city_decision, state_decision], spec, qd, tallies
+
+
+def test_the_audit_checks_each_level_and_names_a_tampered_city_decision() -> None:
+    entries, spec, qd, tallies = two_level_bundle()
+    q, level, city_decision, state_decision = entries
+    plain_seen: list[list[dict[str, Any]]] = []
+
+    def plain(b: Any, specs: Any, t: Any, findings: list[Finding]) -> list[str]:
+        plain_seen.append(list(b.decisions))
+        return []
+
+    findings: list[Finding] = []
+    specs = {PROPOSAL: (spec, qd)}
+    ok = check_decisions(Index(entries), specs, tallies, findings, plain)
+    assert findings == [] and set(ok) == {city_decision["id"], state_decision["id"]}
+    assert plain_seen == [[]]  # both decisions were the nested check's
+    # the state decision names the city's Decision entry digest as that city's tally
+    assert entry_digest(city_decision) in state_decision["tallies"]
+    assert state_decision["cast"] == 5 and state_decision["outcome"]["winner"] == "Garden"
+
+    # a city decision altered after signing (re-signed by the city: a dishonest city)
+    body = {
+        k: v
+        for k, v in city_decision.items()
+        if k not in ("@context", "id", "actor", "seq", "prev", "published", "proof")
+    }
+    body["counts"] = {"votes": {"Park": 9, "Library": 0, "Garden": 1}}
+    altered = signed(CITIES[0], 5, body)
+    findings = []
+    ok = check_decisions(
+        Index([q, level, altered, state_decision]), specs, tallies, findings, plain
+    )
+    assert ok == []
+    by_actor = {(f.actor, f.seq): f for f in findings}
+    assert by_actor[(CITIES[0], 5)].what == "decision_mismatch"
+    assert "counts" in by_actor[(CITIES[0], 5)].why
+    assert by_actor[(STATE, 6)].what == "decision_mismatch"
+
+    # a Level that lists a chapter the Question lists too is named, and not used
+    bad_level = signed(CITIES[0], 4, level_body(q, qd, (DIRECT,)))
+    findings = []
+    check_decisions(
+        Index([q, bad_level, city_decision, state_decision]), specs, tallies, findings, plain
+    )
+    assert any(f.what == "bad_level" and f.actor == CITIES[0] and f.seq == 4 for f in findings)
+    # without a Level, the decisions are plain §8.5 ones
+    assert plain_seen[-1] == [city_decision, state_decision]
