@@ -23,6 +23,7 @@ from node.clock import Clock, rfc3339
 from node.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from node.identity import NodeIdentity
 from node.ledger import Ledger
+from node.login_throttle import LoginThrottle
 from node.storage import Database, Row, Tx
 from protocol.entries import roster_change_body
 
@@ -88,6 +89,7 @@ class Members:
         self._login_ttl = login_link_ttl_s
         self._session_ttl = session_ttl_s
         self._voters: OrderedDict[str, tuple[Member, float]] = OrderedDict()
+        self.login_throttle = LoginThrottle()
 
     async def add(self, name: str, role: str = "member") -> NewMember:
         name = name.strip()
@@ -208,11 +210,16 @@ class Members:
             await member_store.set_password(tx, member_id, hashed.decode())
 
     async def check_password(self, name: str, password: str) -> Member:
+        """The member with this name and passphrase; Unauthorized otherwise, and
+        TooManyAttempts (429) once the name has failed too often (node/login_throttle)."""
+        self.login_throttle.check(name, self._clock())
         for row in await member_store.find_by_name(self._db, name):
             if row["password_hash"] and await asyncio.to_thread(
                 _argon2_ok, row["password_hash"], password
             ):
+                self.login_throttle.succeeded(name)
                 return _member(row)
+        self.login_throttle.failed(name, self._clock())
         raise Unauthorized("unknown name or wrong password")
 
     async def _get_tx(self, tx: Tx, member_id: str) -> Member:
