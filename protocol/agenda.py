@@ -14,7 +14,10 @@ signed entries that every chapter and every auditor computes the same way:
   first sponsor;
 - any other listed chapter signs an ``AgendaSponsorship`` naming the item;
 - the region's ``Question`` entries that put an item to a vote carry
-  ``agenda_item`` = the item's id.
+  ``agenda_item`` = the item's id;
+- the region signs an ``AgendaClose`` naming the config's digest: the signed moment
+  the agenda closes. Whether a valid close is held is what ``closed`` means below
+  (``closed_by``), so no node decides on its own clock that an item was dropped.
 
 ``compute_agenda`` takes them as a set: identical copies count once, a chapter
 sponsoring an item twice counts once, and no order of arrival changes the result.
@@ -37,19 +40,24 @@ from protocol.errors import BallotError
 from protocol.events import ConveningError, Source, read_body, source
 
 __all__ = [
+    "CLOSE_TYPE",
     "CONFIG_TYPE",
     "SPONSORSHIP_TYPE",
     "SUBMISSION_TYPE",
     "TRANSITIONS",
     "Agenda",
+    "AgendaClose",
     "AgendaConfig",
     "AgendaItem",
     "Sponsorship",
     "Submission",
+    "close_body",
+    "closed_by",
     "compute_agenda",
     "config_body",
     "items_voted",
     "needed_sponsors",
+    "parse_close",
     "parse_config",
     "parse_sponsorship",
     "parse_submission",
@@ -60,6 +68,7 @@ __all__ = [
 CONFIG_TYPE: Final = "AgendaConfig"
 SUBMISSION_TYPE: Final = "AgendaSubmission"
 SPONSORSHIP_TYPE: Final = "AgendaSponsorship"
+CLOSE_TYPE: Final = "AgendaClose"
 Status = Literal["submitted", "qualified", "voted", "dropped"]
 Event = Literal["sponsored", "put_to_vote", "agenda_closed"]
 
@@ -94,6 +103,10 @@ class Sponsorship(msgspec.Struct, frozen=True):
     region: Text
     config: Hex64
     item: Hex64
+
+
+class AgendaClose(msgspec.Struct, frozen=True):
+    config: Hex64
 
 
 class AgendaItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -211,6 +224,43 @@ def parse_sponsorship(config: Mapping[str, Any], entry: Mapping[str, Any]) -> Sp
     _addressed(src, sp.region, sp.config, cfg_src, cfg)
     result: Sponsorship = sp
     return result
+
+
+def close_body(config: str) -> dict[str, Any]:
+    body = {"type": CLOSE_TYPE, "config": config}
+    _built(body, AgendaClose)
+    return body
+
+
+def parse_close(config: Mapping[str, Any], entry: Mapping[str, Any]) -> AgendaClose:
+    """Decode a close and check it names this config and is signed by the config's
+    author: only the region that opened an agenda closes it."""
+    cfg_src, _ = parse_config(config)
+    src, close = read_body(entry, AgendaClose, CLOSE_TYPE)
+    if close.config != cfg_src.digest:
+        raise ConveningError(
+            f"closes config {close.config[:12]}…, not {cfg_src.digest[:12]}…",
+            actor=src.actor,
+            seq=src.seq,
+        )
+    if src.actor != cfg_src.actor:
+        raise ConveningError(
+            f"only {cfg_src.actor}, which opened this agenda, closes it",
+            actor=src.actor,
+            seq=src.seq,
+        )
+    result: AgendaClose = close
+    return result
+
+
+def closed_by(config: Mapping[str, Any], closes: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether the agenda is closed: some entry in ``closes`` is a valid close of it.
+    Raises ConveningError for an entry that is not (a caller holds only checked ones)."""
+    found = False
+    for entry in closes:
+        parse_close(config, entry)
+        found = True
+    return found
 
 
 def items_voted(region: str, questions: Iterable[Mapping[str, Any]]) -> frozenset[str]:

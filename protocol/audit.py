@@ -15,7 +15,9 @@ module that owns each rule; it never restates a rule itself:
    root) or, for a secret vote, its receipts' root and size;
 5. decisions (aggregate.py ``verify_decision``) against the proposal's rule and the
    signed tallies in the bundle that were on time (protocol/deadlines.py);
-6. with a receipt: its inclusion proof against the tally's signed root (RFC 9162).
+6. agendas (protocol/audit_agenda.py): a qualified item the region closed without a
+   vote, and agenda entries that break §10.4;
+7. with a receipt: its inclusion proof against the tally's signed root (RFC 9162).
 
 Findings are collected, never raised, so one audit names every problem; the report
 (protocol/audit_report.py) sorts them by (actor, seq, what) so two auditors print the
@@ -33,6 +35,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from protocol.aggregate import verify_decision
+from protocol.audit_agenda import agenda_findings
 from protocol.audit_report import AuditReport, Finding, ReceiptCheck, Tallied, finding_of
 from protocol.ballots import ProposalSpec, parse_spec, receipt_proof, verify_receipt
 from protocol.bundle import Record as BundleRecord
@@ -131,6 +134,7 @@ def audit_bundle(
     }
     signed = {key: value for key, value in tallies.items() if key in counted}
     decisions_ok = _check_decisions(b, specs, signed, findings)
+    findings += agenda_findings(valid.values())
 
     receipt_check = None
     if receipt is not None:

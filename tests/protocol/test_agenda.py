@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -10,15 +11,23 @@ from hypothesis import strategies as st
 
 from protocol.agenda import (
     TRANSITIONS,
+    close_body,
+    closed_by,
     compute_agenda,
     config_body,
     items_voted,
+    parse_close,
     parse_sponsorship,
     parse_submission,
     sponsorship_body,
     submission_body,
 )
-from protocol.entries import make_entry
+from protocol.audit import audit_bundle
+from protocol.audit_agenda import DROPPED
+from protocol.ballots import ProposalSpec, spec_fields
+from protocol.bundle import EntryRecord
+from protocol.chain import entry_digest, genesis
+from protocol.entries import key_id, make_entry
 from protocol.events import ConveningError, source
 from protocol.keys import SigningKey
 
@@ -216,3 +225,131 @@ def test_agenda_is_independent_of_message_order(
         voted_here = item.item in votes
         expected = "voted" if voted_here else ("dropped" if qualified else "submitted")
         assert item.status == expected
+
+
+# --- the close (AgendaClose) -----------------------------------------------------------
+
+
+def test_a_close_by_the_region_closes_its_agenda() -> None:
+    cfg = config()
+    close = sign(close_body(source(cfg).digest), REGION, seq=20)
+    assert parse_close(cfg, close).config == source(cfg).digest
+    assert closed_by(cfg, [close]) is True
+    assert closed_by(cfg, []) is False
+
+
+def test_a_close_by_another_actor_or_of_another_agenda_is_refused() -> None:
+    cfg = config()
+    other = sign(config_body("another", CHAPTERS[:2]), REGION, seq=9)
+    by_chapter = sign(close_body(source(cfg).digest), CHAPTERS[0], seq=7)
+    with pytest.raises(ConveningError, match="which opened this agenda, closes it") as err:
+        closed_by(cfg, [by_chapter])
+    assert (err.value.actor, err.value.seq) == (CHAPTERS[0], 7)
+    wrong = sign(close_body(source(other).digest), REGION, seq=21)
+    with pytest.raises(ConveningError, match="closes config") as err:
+        parse_close(cfg, wrong)
+    assert (err.value.actor, err.value.seq) == (REGION, 21)
+    bad = {**sign(close_body(source(cfg).digest), REGION, seq=22), "config": "XY"}
+    with pytest.raises(ConveningError, match="AgendaClose is malformed"):
+        parse_close(cfg, bad)
+    with pytest.raises(ConveningError, match="malformed"):
+        close_body("not a digest")
+
+
+# --- the audit: a dropped item is a finding against the region ----------------------------
+
+T0 = "2026-11-26T15:00:00Z"
+
+
+class Chain:
+    """One actor's chain from its genesis, built with the real builders."""
+
+    def __init__(self, actor: str, kind: str) -> None:
+        self.actor = actor
+        self.key = SigningKey.from_seed(hashlib.sha256(actor.encode()).digest())
+        self.entries: list[dict[str, Any]] = [genesis(actor, actor, kind, self.key, T0)]
+
+    def append(self, body: dict[str, Any]) -> dict[str, Any]:
+        entry = make_entry(
+            body,
+            actor=self.actor,
+            seq=len(self.entries),
+            prev=entry_digest(self.entries[-1]),
+            key=self.key,
+            key_id=key_id(self.actor, 0),
+            published=T0,
+        )
+        self.entries.append(entry)
+        return entry
+
+
+def convening(vote_on_transit: bool, close: bool = True) -> dict[str, Any]:
+    """A region and three chapters: two items, "Free transit" qualifies (2 of 2 needed)."""
+    region = Chain(REGION, "region")
+    chapters = [Chain(c, "chapter") for c in CHAPTERS[:3]]
+    cfg = region.append(config_body("Autumn", [c.actor for c in chapters], min_sponsors=2))
+    digest = entry_digest(cfg)
+    transit = chapters[0].append(submission_body(REGION, digest, "Free transit"))
+    library = chapters[1].append(submission_body(REGION, digest, "Library hours"))
+    chapters[2].append(sponsorship_body(REGION, digest, entry_digest(transit)))
+    if vote_on_transit:
+        spec = spec_fields(ProposalSpec(method="consent", scope="regional", chapters=CHAPTERS[:3]))
+        region.append(
+            {"type": "Question", "name": "Transit", **spec, "agenda_item": entry_digest(transit)}
+        )
+    closing = region.append(close_body(digest)) if close else None
+    records: list[Any] = [EntryRecord(entry=e) for c in (region, *chapters) for e in c.entries]
+    return {
+        "records": records,
+        "config": digest,
+        "transit": entry_digest(transit),
+        "library": entry_digest(library),
+        "close": closing,
+        "chapters": chapters,
+        "region": region,
+    }
+
+
+def test_the_audit_names_a_qualified_item_closed_without_a_vote() -> None:
+    world = convening(vote_on_transit=False)
+    report = audit_bundle(world["records"])
+    assert not report.ok
+    (finding,) = report.findings
+    assert (finding.actor, finding.seq, finding.what) == (REGION, world["close"]["seq"], DROPPED)
+    assert world["config"] in finding.why and world["transit"] in finding.why
+    assert "Free transit" in finding.why and world["library"] not in finding.why
+
+
+def test_the_audit_passes_an_agenda_whose_qualified_items_were_voted_or_still_open() -> None:
+    assert audit_bundle(convening(vote_on_transit=True)["records"]).ok
+    assert audit_bundle(convening(vote_on_transit=False, close=False)["records"]).ok
+
+
+def test_the_audit_names_agenda_entries_that_break_the_rules() -> None:
+    world = convening(vote_on_transit=True, close=False)
+    outsider = Chain("https://outsider.example/actor", "chapter")
+    sneaked = outsider.append(submission_body(REGION, world["config"], "Sneaked in"))
+    cedar = world["chapters"][2]
+    orphan = cedar.append(sponsorship_body(REGION, world["config"], "ab" * 32))
+    by_chapter = cedar.append(close_body(world["config"]))
+    records = world["records"] + [
+        EntryRecord(entry=e) for e in (*outsider.entries, orphan, by_chapter)
+    ]
+    named = {(f.actor, f.seq, f.what) for f in audit_bundle(records).findings}
+    assert named == {
+        (outsider.actor, sneaked["seq"], "bad_agenda_entry"),
+        (cedar.actor, orphan["seq"], "bad_agenda_entry"),
+        (cedar.actor, by_chapter["seq"], "bad_agenda_entry"),
+    }
+
+
+def test_a_tampered_close_is_a_chain_finding_not_an_agenda_one() -> None:
+    world = convening(vote_on_transit=False)
+    records = [
+        EntryRecord(entry={**r.entry, "config": "cd" * 32})
+        if r.entry.get("type") == "AgendaClose"
+        else r
+        for r in world["records"]
+    ]
+    whats = {f.what for f in audit_bundle(records).findings}
+    assert DROPPED not in whats and whats  # the close's proof fails: it closes nothing
