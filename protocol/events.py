@@ -11,8 +11,10 @@ decoded strictly like every signed payload of ours.
 Attendance is counted like a vote: on a chapter each member's *last* answer counts
 (``count_rsvps``), and the chapter signs an ``Attendance`` entry with three integers
 and its roster size. Integers add, so the region's sum (``sum_attendance``) is a pure
-function of the signed counts; it refuses a count that does not add up, two counts of
-one chapter, a chapter the event does not list, and a count of another event.
+function of the signed counts; it refuses a count that does not add up (code
+``bad_count``), two counts of one chapter (``duplicate_count``), a chapter the event
+does not list (``not_invited``), and a count of another event (``other_event``). A
+local convening lists no chapters: its host alone reports its attendance.
 
 ``Source`` (actor, seq, digest of one signed entry) and ``ConveningError`` are shared
 by the other convening modules (timepoll, agenda, multiwinner, nesting).
@@ -246,6 +248,7 @@ def parse_attendance(entry: Mapping[str, Any]) -> Attendance:
             f"going + maybe + not going = {answered} exceeds the roster of {att.members}",
             actor=where.actor,
             seq=where.seq,
+            code="bad_count",
         )
     result: Attendance = att
     return result
@@ -284,12 +287,16 @@ def sum_attendance(
     """The region's sum of the chapters' signed ``Attendance`` entries for one event.
 
     Identical copies of an entry count once. Raises ConveningError, naming the chapter
-    and seq, for a count of another event, a chapter the event does not list, a count
-    that does not add up, or two different counts from one chapter.
+    and seq, for a count of another event (``other_event``), a chapter the event does
+    not list (``not_invited``), a count that does not add up (``bad_count``), or two
+    different counts from one chapter (``duplicate_count``). An event that lists no
+    chapters is a local convening: its host is the one chapter that reports.
     """
     ev = parse_event(event_entry)
     event_id = event_entry.get("id")
-    ev_digest = source(event_entry).digest
+    host = source(event_entry)
+    ev_digest = host.digest
+    invited = ev.chapters or (host.actor,)
     by_chapter: dict[str, tuple[Source, Attendance]] = {}
     for entry in counts:
         src = source(entry)
@@ -300,10 +307,14 @@ def sum_attendance(
                 f"not this one ({ev_digest[:12]}…)",
                 actor=src.actor,
                 seq=src.seq,
+                code="other_event",
             )
-        if src.actor not in ev.chapters:
+        if src.actor not in invited:
             raise ConveningError(
-                "this chapter is not among the event's chapters", actor=src.actor, seq=src.seq
+                "this chapter is not among the event's chapters",
+                actor=src.actor,
+                seq=src.seq,
+                code="not_invited",
             )
         seen = by_chapter.get(src.actor)
         if seen is not None and seen[0].digest != src.digest:
@@ -311,10 +322,11 @@ def sum_attendance(
                 f"two attendance counts from one chapter (seq {seen[0].seq} and {src.seq})",
                 actor=src.actor,
                 seq=src.seq,
+                code="duplicate_count",
             )
         by_chapter[src.actor] = (src, att)
     rows = []
-    for chapter in ev.chapters:
+    for chapter in invited:
         if chapter not in by_chapter:
             rows.append(ChapterAttendance(chapter=chapter, entry=None))
             continue
