@@ -56,14 +56,7 @@ async def agenda(request: web.Request, visit: Visit) -> web.Response:
     me = _svc(request).actor
     organizer = member.at_least("organizer")
     for item in view["items"]:
-        query = urlencode(
-            {
-                "agenda_item": item["item"],
-                "title": item["title"],
-                "body": item["summary"],
-                "scope": "regional",
-            }
-        )
+        query = urlencode({"agenda_item": item["item"], "title": item["title"]})
         item["propose_url"] = f"/organize/proposals/new?{query}"
     context = {
         "a": view,

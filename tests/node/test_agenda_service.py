@@ -22,6 +22,7 @@ from nodekit import free_port
 from node.api import SERVICES_KEY
 from node.app import create_app
 from node.bootstrap import init_node
+from node.clock import rfc3339
 from node.config import load_config
 from node.regional import REGIONAL_KEY, Unready
 from protocol import agenda, chain, keys
@@ -281,6 +282,34 @@ async def test_a_sponsorship_before_its_submission_waits(cluster: Cluster) -> No
     SEEN["rent"] = item
 
 
+async def test_an_item_put_to_a_regional_vote_is_voted_everywhere(cluster: Cluster) -> None:
+    c = cluster
+    config = SEEN["config"]
+    body = {
+        "title": "Library hours",
+        "body": "Put to a vote from the agenda",
+        "method": "consent",
+        "scope": "regional",
+        "closes_at": rfc3339(time.time() + 3600),
+        "agenda_item": SEEN["library"],
+    }
+    status, proposal = await c.call("POST", c.region, "/api/proposals", body)
+    assert status == 201, proposal
+    for node in (c.region, *c.chapters[:3]):
+        seen = await agenda_on(
+            c,
+            node,
+            config,
+            lambda v: any(
+                i["item"] == SEEN["library"] and i["status"] == "voted" for i in v["items"]
+            ),
+        )
+        library = next(i for i in seen["items"] if i["item"] == SEEN["library"])
+        assert library["proposal"] is not None  # this node's own id of the vote
+        if node is c.region:
+            assert library["proposal"] == proposal["id"]
+
+
 async def test_closing_without_a_vote_drops_the_qualified_items_everywhere(
     cluster: Cluster,
 ) -> None:
@@ -298,7 +327,7 @@ async def test_closing_without_a_vote_drops_the_qualified_items_everywhere(
         assert sorted(seen["dropped"]) == sorted(dropped)
         assert seen["close"]["seq"] == view["close"]["seq"]
         status_of = {i["item"]: i["status"] for i in seen["items"]}
-        assert status_of[SEEN["library"]] == "submitted"
+        assert status_of[SEEN["library"]] == "voted"
     status, err = await c.call("POST", c.region, f"/api/agenda/{config}/close")
     assert (status, err["error"]) == (409, "agenda_closed")
     status, err = await c.call(
