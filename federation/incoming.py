@@ -245,26 +245,34 @@ def next_incoming_due_at(conn: sqlite3.Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def record_processing(
-    conn: sqlite3.Connection,
-    activity_id: str,
-    *,
-    state: str,
-    attempts: int,
-    next_attempt_at: float,
-    error: str | None,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class ProcessingMark:
+    """The outcome of one handler run: the activity's next state, its attempt count,
+    when it is due again (if still ``received``) and the error, if any."""
+
+    activity_id: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    error: str | None
+
+
+def record_processing(conn: sqlite3.Connection, marks: Sequence[ProcessingMark]) -> None:
+    """Write the outcomes of a batch of handler runs in one transaction."""
     # Committed without its own fsync (the next FULL commit carries it to disk): a
     # mark lost to a power cut means one more run of an idempotent handler, the same
     # as a crash just before this commit, and no acknowledged activity is lost.
     conn.execute("PRAGMA synchronous=NORMAL")
     try:
-        conn.execute(
+        conn.executemany(
             "UPDATE fed_incoming SET state = ?, attempts = ?, next_attempt_at = ?,"
             " last_error = ? WHERE activity_id = ?",
-            (state, attempts, next_attempt_at, error, activity_id),
+            [(m.state, m.attempts, m.next_attempt_at, m.error, m.activity_id) for m in marks],
         )
         conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
     finally:
         conn.execute("PRAGMA synchronous=FULL")
 
