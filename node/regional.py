@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
@@ -54,7 +54,7 @@ from node.ledger import Appended
 from node.proposals import next_status
 from node.regional_store import HeldEntry, Question, Rejection
 from node.storage import Tx
-from protocol import aggregate, ballots, canonical, deadlines, entries, proofs
+from protocol import aggregate, ballots, canonical, deadlines, entries, nesting, proofs
 from protocol import tally as protocol_tally
 from protocol.errors import ChainError, ProtocolError, TallyError
 
@@ -82,6 +82,28 @@ class Unready(Exception):
     """Not processable yet (its proposal has not arrived); the inbox retries it."""
 
 
+class Nesting(Protocol):
+    """What node/nested.py adds for regions of regions (docs/protocol.md §10.6)."""
+
+    async def on_question(self, entry: dict[str, Any]) -> None:
+        """An upper region's Question reaching this region."""
+
+    async def on_decision(self, entry: dict[str, Any], q: Question) -> None:
+        """A Decision of `q` by another region than the one deciding here."""
+
+    async def on_tally(self, entry: dict[str, Any], q: Question) -> bool:
+        """A tally of `q` from a chapter not at this node's level; True if taken."""
+
+    async def inputs(self, q: Question) -> list[tuple[str, protocol_tally.Tally]]:
+        """The upward inputs of the lower regions `q` lists, held here."""
+
+    def extra_wait(self, q: Question) -> int:
+        """Seconds more to wait past `tallies_due` for lower regions to decide."""
+
+    async def view(self, q: Question) -> dict[str, Any]:
+        """What the regional view adds about levels."""
+
+
 def _where(entry: dict[str, Any]) -> tuple[str | None, int | None]:
     actor, seq = entry.get("actor"), entry.get("seq")
     return (actor if isinstance(actor, str) else None, seq if type(seq) is int else None)
@@ -107,6 +129,7 @@ class Regional:
         self._kind = services.identity.kind
         self._grace = services.config.regional_grace_s
         self._clock = clock
+        self.clock = clock
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
         self._final: set[str] = set()
@@ -116,6 +139,7 @@ class Regional:
             "Decision": self._on_decision,
         }
         self._pulled_from_regions: set[str] = {"Question", "Decision"}
+        self.nesting: Nesting | None = None  # set by node/nested.py's setup
 
     @property
     def _actors(self) -> ActorCache:
@@ -124,9 +148,9 @@ class Regional:
 
     # -- hooks the node calls (node/proposals.py, node/ledger.py) -------------------
 
-    async def default_chapters(self) -> list[str]:
-        """The accepted followers that are chapters (a fediverse account may follow a
-        region too, and would never send a tally)."""
+    async def default_chapters(self, kinds: tuple[str, ...] = ("chapter", "region")) -> list[str]:
+        """The accepted followers that are chapters or lower regions (§10.6); a
+        fediverse account may follow a region too, and would never send a tally."""
         async with self._db.write() as tx:
             followers = await regional_store.accepted_followers(tx)
         chapters = []
@@ -135,7 +159,7 @@ class Regional:
                 kind = (await self._actors.get(actor_id)).kind
             except FederationError:
                 kind = "chapter"  # unreachable now; it followed as a node, so list it
-            if kind == "chapter":
+            if kind in kinds:
                 chapters.append(actor_id)
         return chapters
 
@@ -161,10 +185,13 @@ class Regional:
             if held_q is None:
                 return  # a local proposal's entry
             q = held_q
-            spec = ballots.parse_spec(q.entry)
+            spec = self.spec(q)
             targets = {q.region, *spec.chapters}
             if kind == "Decision":
                 targets |= set(await regional_store.accepted_followers(tx))
+                if q.level is not None:  # a lower region's decision goes up (§10.6)
+                    upper = ballots.parse_spec(q.entry).chapters
+                    targets |= {str(q.entry.get("actor")), *upper}
             else:
                 held = HeldEntry(self._me, appended.seq, appended.digest, entry)
                 late = self._lateness(q, entry)
@@ -276,6 +303,8 @@ class Regional:
 
     async def _on_question(self, entry: dict[str, Any]) -> None:
         if self._kind != "chapter":
+            if self.nesting is not None:
+                await self.nesting.on_question(entry)
             return
         region, seq, digest = await self._verified(entry)
         if region not in await regional_store.followed_regions(self._db):
@@ -306,7 +335,10 @@ class Regional:
         except TallyError as exc:
             raise RejectedEntry("malformed", exc.detail, actor=chapter, seq=seq) from None
         q = await self._question_for(tally.proposal, chapter, seq)
-        spec = ballots.parse_spec(q.entry)
+        spec = self.spec(q)
+        nested = chapter not in spec.chapters and self.nesting is not None
+        if nested and self.nesting is not None and await self.nesting.on_tally(entry, q):
+            return  # an upper-level chapter's tally, held at a lower region (§10.6)
         if chapter not in spec.chapters:
             why = f"{chapter} is not among the chapters {q.region} listed for {q.object_id}"
             raise RejectedEntry("not_follower", why, actor=chapter, seq=seq)
@@ -340,6 +372,9 @@ class Regional:
         except TallyError as exc:
             raise RejectedEntry("malformed", exc.detail, actor=region, seq=seq) from None
         q = await self._question_for(decision.proposal, region, seq)
+        if region != q.region and self.nesting is not None:
+            await self.nesting.on_decision(entry, q)
+            return
         if region != q.region:
             why = f"only {q.region}, which published {q.object_id}, decides it"
             raise RejectedEntry("not_region", why, actor=region, seq=seq)
@@ -362,6 +397,16 @@ class Regional:
         due = None if q.due_ts is None else rfc3339(q.due_ts)
         return deadlines.tally_lateness(due, entry)
 
+    def spec(self, q: Question) -> ballots.ProposalSpec:
+        """`q`'s spec as this node applies it: with its level's chapters on a lower
+        region and its chapters (§10.6), else the Question's own."""
+        spec = ballots.parse_spec(q.entry)
+        return spec if q.level is None else nesting.level_spec(spec, q.level)
+
+    def mark(self, object_id: str) -> None:
+        """Look at `object_id` again soon (something arrived for it)."""
+        self._mark(object_id)
+
     def _mark(self, object_id: str) -> None:
         self._dirty.add(object_id)
         self._final.discard(object_id)
@@ -375,16 +420,18 @@ class Regional:
         row = await regional_store.proposal_by_object(self._db, q.object_id)
         if row is None:
             return
-        spec = ballots.parse_spec(q.entry)
+        spec = self.spec(q)
         held = await regional_store.tallies(self._db, q.object_id)
-        everyone = set(spec.chapters) <= {t.actor for t in held}
+        inputs = [] if self.nesting is None else await self.nesting.inputs(q)
+        everyone = set(spec.chapters) <= {t.actor for t in held} | {t.chapter for _, t in inputs}
         # `published` has whole seconds, so a tally of the due second itself is on
         # time: wait until that second is over. The region, which decides once, also
         # leaves an on-time tally a moment to arrive; a chapter recomputes if one does.
         wait = 1 + (DECIDE_MARGIN_S if q.region == self._me else 0)
+        wait += 0 if self.nesting is None else self.nesting.extra_wait(q)
         if not everyone and (q.due_ts is None or self._clock() < q.due_ts + wait):
             return
-        pairs = [(t.digest, protocol_tally.parse_tally(t.entry)) for t in held]
+        pairs = [(t.digest, protocol_tally.parse_tally(t.entry)) for t in held] + inputs
         ours = aggregate.aggregate(spec, pairs, proposal=q.object_id, proposal_digest=q.digest)
         if q.region == self._me:
             await self._decide(q, row["id"], row["status"], ours)
@@ -548,15 +595,16 @@ class Regional:
             if overdue_only and (q.due_ts is None or not 0 <= self._clock() - q.due_ts < 86400):
                 continue  # not overdue, or given up on after a day (a region gone for good)
             wanted.add(q.object_id)
-            chapters |= set(ballots.parse_spec(q.entry).chapters)
+            chapters |= set(self.spec(q).chapters)
         chapters.discard(self._me)
         if overdue_only and not wanted:
             return
         for region in await regional_store.followed_regions(self._db):
             await self._pull(region, lambda e: e.get("type") in self._pulled_from_regions)
         for chapter in sorted(chapters):
-            await self._pull(
-                chapter, lambda e: e.get("type") == "Tally" and e.get("proposal") in wanted
+            await self._pull(  # a listed lower region's Decision is its tally (§10.6)
+                chapter,
+                lambda e: e.get("type") in ("Tally", "Decision") and e.get("proposal") in wanted,
             )
 
     async def _pull(self, actor_id: str, keep: Callable[[dict[str, Any]], bool]) -> None:
@@ -583,7 +631,7 @@ class Regional:
         q = await regional_store.question(self._db, row["object_id"] or "")
         if q is None:
             raise NotFound(f"proposal {proposal_id} is not a regional proposal")
-        spec = ballots.parse_spec(q.entry)
+        spec = self.spec(q)
         tallies = await regional_store.tallies(self._db, q.object_id)
         decisions = await regional_store.decisions(self._db, q.object_id)
         rejected = [r.to_json() for r in await regional_store.rejections(self._db, q.object_id)]
@@ -621,6 +669,7 @@ class Regional:
             ],
             "decision": msgspec.json.decode(row["decision"]) if row["decision"] else None,
             "verification": row["verification"],
+            **({} if self.nesting is None else await self.nesting.view(q)),
         }
 
 
@@ -683,3 +732,6 @@ def setup(app: web.Application) -> None:
     app[REFUSAL_LOG_KEY] = log_refusal
     app.cleanup_ctx.append(_regional_ctx)
     app.router.add_get("/api/proposals/{id}/regional", _status_view)
+    from node import nested  # regions of regions build on this module (it imports it)
+
+    nested.setup(app)

@@ -82,6 +82,12 @@ REGIONAL_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbox_refusals_by_proposal ON inbox_refusals (proposal, id)
     """,
+    # 3: nested regions (node/nested.py): the members of this node's level of an upper
+    # region's proposal (JSON list), where a signed Level entry sets them; NULL: the
+    # Question's own list
+    """
+    ALTER TABLE regional_questions ADD COLUMN level BLOB
+    """,
 )
 
 # A flood of refused entries costs at most this many rows: the oldest go first.
@@ -96,6 +102,9 @@ class Question:
     entry: dict[str, Any]
     due_ts: int | None
     decision_seq: int | None
+    # a lower region's level (node/nested.py): its chapters vote on an upper region's
+    # Question, and `region` is the lower region that decides at that level
+    level: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,7 @@ def _question(row: Row) -> Question:
         entry=msgspec.json.decode(row["entry"]),
         due_ts=row["due_ts"],
         decision_seq=row["decision_seq"],
+        level=None if row["level"] is None else tuple(msgspec.json.decode(row["level"])),
     )
 
 
@@ -144,9 +154,16 @@ def _question(row: Row) -> Question:
 
 async def put_question(tx: Tx, q: Question) -> None:
     await tx.execute(
-        "INSERT OR IGNORE INTO regional_questions"
-        " (object_id, region, digest, entry, due_ts, decision_seq) VALUES (?, ?, ?, ?, ?, NULL)",
-        (q.object_id, q.region, q.digest, msgspec.json.encode(q.entry), q.due_ts),
+        "INSERT OR IGNORE INTO regional_questions (object_id, region, digest, entry, due_ts,"
+        " decision_seq, level) VALUES (?, ?, ?, ?, ?, NULL, ?)",
+        (
+            q.object_id,
+            q.region,
+            q.digest,
+            msgspec.json.encode(q.entry),
+            q.due_ts,
+            None if q.level is None else msgspec.json.encode(list(q.level)),
+        ),
     )
 
 

@@ -1,0 +1,362 @@
+"""Regions of regions on one node: a city region under a state region (docs/protocol.md
+§10.6, docs/regional.md "Regions of regions").
+
+Theory of operation
+-------------------
+Nesting adds one signed entry, ``Level``, and otherwise reuses node/regional.py's
+path (verify → check with protocol/ → hold → decide or compare) at every level:
+
+- A state's regional Question lists its members: chapters and the regions that
+  follow it. A listed city that follows the state appends a ``Level`` entry naming its
+  own chapters for that proposal and carrying the Question verbatim, and holds the
+  Question with ``level`` set: at this node the proposal is decided by the city, from
+  those chapters (``Regional.spec``). The Level goes to the city's chapters and to the
+  state.
+- A chapter that receives a Level from the region it follows checks it against the
+  Question it carries (proof by the state's key, ``protocol.audit_nesting.check_level``)
+  and holds the proposal open, with the city as its region; its tally goes to the city
+  and the city's other chapters, which verify the city's Decision as usual.
+- The city's Decision goes up to the state and the state's other members. There it is
+  a *lower* decision: checked by ``protocol.nesting.upward_input`` — recomputed from
+  the city's chapters' signed tallies where the state can fetch them all, its chapter
+  list equal to the city's Level — and its upward input joins the state's aggregation
+  like a tally. The state's Decision names the city Decision's digest.
+- The city verifies the state's Decision in turn from the state's other chapters'
+  tallies and the other cities' decisions it received, and shows ``upper_verification``.
+
+Everything refused is a ``RejectedEntry`` naming actor and seq, kept with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from federation.errors import FederationError
+from node import nested_store, proposal_store, regional_store
+from node.api import SERVICES_KEY
+from node.clock import parse_rfc3339, rfc3339
+from node.errors import BadRequest
+from node.federation_glue import ACTORS_KEY
+from node.ledger import Appended
+from node.regional import REGIONAL_KEY, RejectedEntry, _due
+from node.regional_store import HeldEntry, Question
+from node.storage import Tx
+from protocol import aggregate, ballots, deadlines
+from protocol import tally as protocol_tally
+from protocol.audit_nesting import check_level, level_body, parse_level
+from protocol.errors import ProtocolError
+from protocol.nesting import upward_input
+
+log = logging.getLogger("convene.nested")
+
+LEVEL_MARGIN_S = 5  # an upper region waits this much longer for its lower regions
+
+
+class Nested:
+    """The nesting side of one node (``Regional.nesting``)."""
+
+    def __init__(self, app: web.Application) -> None:
+        services = app[SERVICES_KEY]
+        self._app = app
+        self._db = services.db
+        self._ledger = services.ledger
+        self._proposals = services.proposals
+        self._me = services.identity.actor
+        self._kind = services.identity.kind
+        self._grace = services.config.regional_grace_s
+        self._regional = app[REGIONAL_KEY]
+        self._clock = self._regional.clock
+
+    # -- a city: an upper region's Question --------------------------------------------
+
+    async def on_question(self, entry: dict[str, Any]) -> None:
+        regional = self._regional
+        upper, seq, digest = await regional.verified(entry)
+        if upper not in await regional_store.followed_regions(self._db):
+            why = f"{upper} is not a region this region follows"
+            raise RejectedEntry("not_followed", why, actor=upper, seq=seq)
+        try:
+            spec = ballots.parse_spec(entry)
+        except ProtocolError as exc:
+            raise RejectedEntry("malformed", exc.describe(), actor=upper, seq=seq) from None
+        if spec.scope != "regional" or self._me not in spec.chapters:
+            return  # not listed: not a level of this proposal
+        object_id = str(entry["id"])
+        if await regional_store.question(self._db, object_id) is not None:
+            return  # already our level's
+        # a chapter that follows both stands at the upper level only: it counts once
+        chapters = [
+            c for c in await regional.default_chapters(("chapter",)) if c not in spec.chapters
+        ]
+        if not chapters:
+            log.info("no chapters of ours for %s: the level is left empty", object_id)
+            return
+        body = level_body(entry, digest, chapters)
+        level = tuple(body["chapters"])
+
+        async def extra(tx: Tx, appended: Appended) -> None:
+            q = Question(object_id, self._me, digest, entry, _due(entry, self._grace), None, level)
+            await regional_store.put_question(tx, q)
+            held = HeldEntry(self._me, appended.seq, appended.digest, appended.entry)
+            await nested_store.put(tx, object_id, "level", held, self._clock())
+            await self._hold_proposal(tx, entry, digest, regional.spec(q))
+            await regional.queue(tx, appended.seq, {*level, upper})
+
+        appended = await self._ledger.append(body, extra)
+        log.info("level of %s at seq %d: %d chapters", object_id, appended.seq, len(level))
+        self._proposals.changed.set()  # the auto-closer learns the close time
+        regional.mark(object_id)
+
+    async def _hold_proposal(
+        self, tx: Tx, question: dict[str, Any], digest: str, spec: ballots.ProposalSpec
+    ) -> None:
+        """A proposals row for the level: closed at the Question's close time and decided
+        by node/regional.py from the level's tallies (origin None: no ballots here)."""
+        closes_at = question.get("closesAt") or question.get("endTime")
+        closes_ts = None
+        if isinstance(closes_at, str):
+            closes_ts = parse_rfc3339(closes_at, field="closesAt")
+        fields: dict[str, Any] = {
+            "id": "p-" + secrets.token_hex(8),
+            "title": str(question.get("name") or question["id"]),
+            "body": str(question.get("content") or ""),
+            "spec": msgspec.json.encode(spec).decode(),
+            "closes_at": None if closes_ts is None else rfc3339(closes_ts),
+            "closes_ts": closes_ts,
+            "status": "open",
+            "created_by": None,
+            "created_at": rfc3339(self._clock()),
+            "object_id": question["id"],
+            "origin": None,
+            "question_digest": digest,
+        }
+        await proposal_store.insert_proposal(tx, fields)
+
+    # -- a Level entry -------------------------------------------------------------------
+
+    async def on_level(self, entry: dict[str, Any]) -> None:
+        regional = self._regional
+        region, seq, digest = await regional.verified(entry)
+        if region == self._me:
+            return
+        try:
+            level = parse_level(entry)
+        except ProtocolError as exc:
+            raise RejectedEntry("malformed", exc.detail, actor=region, seq=seq) from None
+        question = level.question
+        try:
+            _, _, qdigest = await regional.verified(question)
+        except RejectedEntry as exc:
+            why = f"the question it carries ({exc.actor}, seq {exc.seq}): {exc.reason}"
+            raise RejectedEntry(exc.code, why, actor=region, seq=seq) from None
+        try:
+            check_level(entry, qdigest)
+        except ProtocolError as exc:
+            raise RejectedEntry("bad_level", exc.detail, actor=region, seq=seq) from None
+        object_id = level.proposal
+        if self._kind == "chapter":
+            await self._adopt(entry, region, seq, qdigest)
+            return
+        q = await regional_store.question(self._db, object_id)
+        if q is None or q.region != self._me or q.level is not None:
+            return  # not our proposal: a level is the upper region's business only
+        await self._keep(object_id, "level", HeldEntry(region, seq, digest, entry), "level")
+
+    async def _adopt(self, entry: dict[str, Any], region: str, seq: int, qdigest: str) -> None:
+        level = parse_level(entry)
+        if region not in await regional_store.followed_regions(self._db):
+            why = f"{region} is not a region this chapter follows"
+            raise RejectedEntry("not_followed", why, actor=region, seq=seq)
+        if self._me not in level.chapters:
+            return
+        try:
+            await self._proposals.adopt_regional(level.question, digest=qdigest)
+        except BadRequest as exc:
+            raise RejectedEntry("malformed", exc.detail, actor=region, seq=seq) from None
+        q = Question(
+            level.proposal,
+            region,
+            qdigest,
+            level.question,
+            _due(level.question, self._grace),
+            None,
+            level.chapters,
+        )
+        async with self._db.write() as tx:
+            await regional_store.put_question(tx, q)
+        self._regional.mark(level.proposal)
+
+    # -- decisions of another level ------------------------------------------------------
+
+    async def on_decision(self, entry: dict[str, Any], q: Question) -> None:
+        """A Decision of `q` by a region other than `q.region`: a lower region's (at the
+        upper level) or the upper region's (at a lower region)."""
+        region, seq, digest = await self._regional.verified(entry)
+        upper = ballots.parse_spec(q.entry)
+        author = str(q.entry.get("actor"))
+        held = HeldEntry(region, seq, digest, entry)
+        if q.level is not None and q.region == self._me and region == author:
+            await self._keep(q.object_id, "upper", held, "decision")
+            return
+        if q.level is not None and q.region == self._me and region in upper.chapters:
+            # another lower region's decision: an input of the level above, to verify it
+            try:
+                upward_input(upper, entry)
+            except ProtocolError as exc:
+                raise RejectedEntry("bad_decision", exc.detail, actor=region, seq=seq) from None
+            await self._keep(q.object_id, "lower", held, "decision")
+            return
+        if q.level is not None or region not in upper.chapters:
+            why = f"only {q.region}, or a lower region {author} lists, decides {q.object_id}"
+            raise RejectedEntry("not_region", why, actor=region, seq=seq)
+        if q.region == self._me and not await regional_store.is_follower(self._db, region):
+            why = f"{region} is not an accepted follower of this region"
+            raise RejectedEntry("not_follower", why, actor=region, seq=seq)
+        lower = await self._lower_tallies(q, entry)
+        try:
+            upward_input(upper, entry, lower)
+            decision = aggregate.parse_decision(entry)
+        except ProtocolError as exc:
+            raise RejectedEntry("bad_decision", exc.detail, actor=region, seq=seq) from None
+        levels = {h.actor: h for h in await nested_store.held(self._db, q.object_id, "level")}
+        if region in levels:
+            listed = list(parse_level(levels[region].entry).chapters)
+            counted = [c.chapter for c in decision.chapters]
+            if counted != listed:
+                at = levels[region].seq
+                why = f"the decision lists chapters {counted}, its Level at seq {at} {listed}"
+                raise RejectedEntry("bad_decision", why, actor=region, seq=seq)
+        await self._keep(q.object_id, "lower", held, "decision")
+
+    async def _lower_tallies(
+        self, q: Question, entry: dict[str, Any]
+    ) -> list[tuple[str, protocol_tally.Tally]] | None:
+        """The on-time signed tallies the lower decision names, fetched from its chapters'
+        chains; None (the decision is taken on its signature) unless every one is found."""
+        if q.region != self._me:
+            return None
+        try:
+            decision = aggregate.parse_decision(entry)
+        except ProtocolError:
+            return None  # upward_input names it
+        due = deadlines.tallies_due(q.entry, grace_s=self._grace)
+        named = set(decision.tallies)
+        found: list[tuple[str, protocol_tally.Tally]] = []
+        actors = self._app[ACTORS_KEY]
+        for chapter in (c.chapter for c in decision.chapters if c.tally is not None):
+            try:
+                chain = await actors.chain(await actors.get(chapter))
+            except (FederationError, ProtocolError) as exc:
+                log.info("tallies of %s out of reach: %s", chapter, exc)
+                return None
+            for tally in chain:
+                if tally.get("type") != "Tally" or tally.get("proposal") != q.object_id:
+                    continue
+                try:
+                    _, _, digest = await self._regional.verified(tally)
+                except RejectedEntry:
+                    continue
+                if digest in named and deadlines.tally_lateness(due, tally) is None:
+                    found.append((digest, protocol_tally.parse_tally(tally)))
+        return found if {d for d, _ in found} >= named else None
+
+    async def on_tally(self, entry: dict[str, Any], q: Question) -> bool:
+        """At a lower region, a tally of an upper-level chapter: held to verify the upper
+        decision. False when it is no such tally."""
+        chapter = entry.get("actor")
+        if q.level is None or chapter not in ballots.parse_spec(q.entry).chapters:
+            return False
+        _, seq, digest = await self._regional.verified(entry)
+        await self._keep(q.object_id, "tally", HeldEntry(str(chapter), seq, digest, entry), "tally")
+        return True
+
+    async def _keep(
+        self, proposal: str, kind: nested_store.Kind, held: HeldEntry, what: str
+    ) -> None:
+        async with self._db.write() as tx:
+            kept = await nested_store.put(tx, proposal, kind, held, self._clock())
+        if kept.digest != held.digest:
+            why = f"{held.actor} already sent a {what} of {proposal} (its entry at seq {kept.seq})"
+            raise RejectedEntry("duplicate", why, actor=held.actor, seq=held.seq)
+        self._regional.mark(proposal)
+
+    # -- what node/regional.py asks ------------------------------------------------------
+
+    async def inputs(self, q: Question) -> list[tuple[str, protocol_tally.Tally]]:
+        if q.level is not None:
+            return []
+        spec = ballots.parse_spec(q.entry)
+        return [
+            upward_input(spec, held.entry)
+            for held in await nested_store.held(self._db, q.object_id, "lower")
+        ]
+
+    def extra_wait(self, q: Question) -> int:
+        return LEVEL_MARGIN_S if q.level is None else 0
+
+    async def view(self, q: Question) -> dict[str, Any]:
+        lower = await nested_store.held(self._db, q.object_id, "lower")
+        out: dict[str, Any] = {
+            "level": None if q.level is None else list(q.level),
+            "lower_decisions": [
+                {"region": h.actor, "seq": h.seq, "id": h.entry.get("id"), "digest": h.digest}
+                for h in lower
+            ],
+        }
+        if q.level is not None and q.region == self._me:
+            out |= await self._upper_view(q)
+        return out
+
+    async def _upper_view(self, q: Question) -> dict[str, Any]:
+        """At a lower region: the upper region's decision, recomputed from what reached
+        this node — the upper chapters' tallies, the other lower regions' decisions and
+        our own."""
+        uppers = await nested_store.held(self._db, q.object_id, "upper")
+        if not uppers:
+            return {"upper_decision": None, "upper_verification": None}
+        spec = ballots.parse_spec(q.entry)
+        due = deadlines.tallies_due(q.entry, grace_s=self._grace)
+        pairs = [
+            (h.digest, protocol_tally.parse_tally(h.entry))
+            for h in await nested_store.held(self._db, q.object_id, "tally")
+            if deadlines.tally_lateness(due, h.entry) is None
+        ]
+        pairs += [
+            upward_input(spec, h.entry)
+            for h in await nested_store.held(self._db, q.object_id, "lower")
+        ]
+        if q.decision_seq is not None:
+            (own,) = await self._ledger.entries(q.decision_seq, 1)
+            pairs.append(upward_input(spec, own))
+        upper = uppers[0]
+        try:
+            aggregate.verify_decision(
+                spec, pairs, upper.entry, proposal=q.object_id, proposal_digest=q.digest
+            )
+            verification, dispute = "verified", None
+        except ProtocolError as exc:
+            verification, dispute = "disputed", exc.detail
+        return {
+            "upper_decision": {
+                "id": upper.entry.get("id"),
+                "seq": upper.seq,
+                "digest": upper.digest,
+            },
+            "upper_verification": verification,
+            "upper_dispute": dispute,
+        }
+
+
+def setup(app: web.Application) -> None:
+    """Nesting on top of node/regional.py (called from its setup)."""
+    services = app[SERVICES_KEY]
+    services.db.migrations["nested"] = nested_store.NESTED_MIGRATIONS
+    nested = Nested(app)
+    regional = app[REGIONAL_KEY]
+    regional.nesting = nested
+    regional.register("Level", nested.on_level, pulled_from_regions=True)
