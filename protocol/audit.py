@@ -36,6 +36,7 @@ import msgspec
 
 from protocol.aggregate import verify_decision
 from protocol.audit_agenda import agenda_findings
+from protocol.audit_nesting import check_decisions as nested_decisions
 from protocol.audit_report import AuditReport, Finding, ReceiptCheck, Tallied, finding_of
 from protocol.ballots import ProposalSpec, parse_spec, receipt_proof, verify_receipt
 from protocol.bundle import Record as BundleRecord
@@ -133,7 +134,7 @@ def audit_bundle(
         if j.entry_id in valid and _on_time(b.questions[j.tally.proposal], valid[j.entry_id])
     }
     signed = {key: value for key, value in tallies.items() if key in counted}
-    decisions_ok = _check_decisions(b, specs, signed, findings)
+    decisions_ok = nested_decisions(b, specs, signed, findings, _check_decisions)  # §10.6
     findings += agenda_findings(valid.values())
 
     receipt_check = None
