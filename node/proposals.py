@@ -25,7 +25,14 @@ from typing import Any, Protocol
 
 import msgspec
 
-from node import chain_store, member_key_store, member_keys, proposal_forms, proposal_store
+from node import (
+    chain_store,
+    member_key_store,
+    member_keys,
+    proposal_forms,
+    proposal_store,
+    regional_store,
+)
 from node.ballot_box import BallotBox, PendingBallot
 from node.clock import Clock, parse_rfc3339, rfc3339
 from node.errors import BadRequest, Conflict, NotFound
@@ -41,7 +48,7 @@ from node.proposal_forms import (
     view_of,
 )
 from node.storage import Database, Row, Tx
-from protocol import ballots, counting, roster
+from protocol import ballots, counting, multiwinner, roster
 from protocol import tally as protocol_tally
 from protocol.errors import BallotError
 
@@ -68,13 +75,17 @@ class ProposalView(proposal_forms.ProposalView, frozen=True, kw_only=True):
     same one its signed Question states); None for the other methods. `signed`,
     `custodial`: how many counted ballots carried their member's own signature and how
     many the node recorded without one; set once closed (which ballots count is fixed
-    at close), None before. New fields go last with defaults, so older readers of the
+    at close), None before. `demands`: a `seats` proposal's list of demands (§10.5),
+    computed here from signed tallies: a local one's own once closed, a regional one's
+    pooled from every held chapter tally once decided (region and chapter alike); None
+    otherwise. New fields go last with defaults, so older readers of the
     answer are unaffected.
     """
 
     block_limit: int | None = None
     signed: int | None = None
     custodial: int | None = None
+    demands: multiwinner.DemandList | None = None
 
 
 def full_view(row: Row, spec: ballots.ProposalSpec, url: str, voters: int) -> ProposalView:
@@ -133,11 +144,36 @@ class Proposals:
     # -- reading ------------------------------------------------------------------
 
     async def get(self, proposal_id: str) -> ProposalView:
-        view = await self._view(await self._row(proposal_id))
+        row = await self._row(proposal_id)
+        view = await self._view(row)
         if view.status not in ("closed", "decided"):
             return view
         signed, custodial = await member_key_store.signed_counts(self._db, proposal_id)
-        return msgspec.structs.replace(view, signed=signed, custodial=custodial)
+        demands = await self._demands(row, view)
+        return msgspec.structs.replace(view, signed=signed, custodial=custodial, demands=demands)
+
+    async def _demands(self, row: Row, view: ProposalView) -> multiwinner.DemandList | None:
+        """The list of demands, from the same signed tallies as the decision (§10.5)."""
+        if view.seats is None or view.object_id is None:
+            return None
+        spec = self._spec(row)
+        if spec.scope == "local":
+            if row["tally"] is None:
+                return None
+            tally = protocol_tally.parse_tally(msgspec.json.decode(row["tally"]))
+            return multiwinner.rank_demands(
+                spec, view.seats, tally.counts, tally.cast, tally.eligible
+            )
+        if view.status != "decided":
+            return None  # a chapter's own tally is not the region's list
+        q = await regional_store.question(self._db, view.object_id)
+        if q is None:
+            return None
+        held = await regional_store.tallies(self._db, q.object_id)
+        pairs = [(t.digest, protocol_tally.parse_tally(t.entry)) for t in held]
+        return multiwinner.regional_demands(
+            spec, view.seats, pairs, proposal=q.object_id, proposal_digest=q.digest
+        )
 
     async def all(self) -> list[ProposalView]:
         rows = await proposal_store.list_proposals(self._db)

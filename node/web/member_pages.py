@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from node import member_key_store
+from node import member_key_store, proposals
 from node.api import authenticate, json_response, read_json
 from node.errors import BadRequest, NodeError, Unauthorized
 from node.federation_glue import actor_names
@@ -221,6 +222,39 @@ def _winners(outcome: dict[str, Any]) -> tuple[list[str], bool]:
     return ([winner] if winner else list(outcome.get("tied", []))), outcome.get("result") == "tie"
 
 
+def demand_rows(p: proposals.ProposalView) -> dict[str, Any] | None:
+    """The list of demands as the results page shows it: each place, whether it is
+    shared (a tie said as a tie), the support in words, and what the list did with it."""
+    d = p.demands
+    if d is None:
+        return None
+    shared = Counter(item.place for item in d.items)
+    rows = []
+    for item in d.items:
+        if item.mean is not None:
+            num, den = (int(x) for x in item.mean.split("/"))
+            support = f"mean {num / den:.2f} of 5 ({item.scored} scored, sum {item.support})"
+        else:
+            support = f"{item.support} approval{'s' if item.support != 1 else ''}"
+        if item.adopted:
+            status = "adopted"
+        elif item.option in d.tied:
+            status = "tied"
+        else:
+            status = "not adopted"
+        rows.append(
+            {"item": item, "tie": shared[item.place] > 1, "support": support, "status": status}
+        )
+    listed = {item.option for item in d.items}
+    return {
+        "d": d,
+        "rows": rows,
+        "unsupported": [o for o in p.options if o not in listed],
+        "open_seats": d.seats - len(d.adopted),
+        "tied_place": next((i.place for i in d.items if i.option in d.tied), None),
+    }
+
+
 def results_context(p: ProposalView) -> dict[str, Any]:
     """What the results page shows, read from the signed tally and decision entries.
 
@@ -230,6 +264,8 @@ def results_context(p: ProposalView) -> dict[str, Any]:
     and a region node has no tally of its own.
     """
     context: dict[str, Any] = {"p": p, "chart": None, "regional": None, "outcome": {}}
+    if isinstance(p, proposals.ProposalView):
+        context["demands"] = demand_rows(p)
     decision = p.decision or {}
     tally = parse_tally(p.tally) if p.tally is not None else None
     if "chapters" in decision:
@@ -252,6 +288,14 @@ def results_context(p: ProposalView) -> dict[str, Any]:
         }
         if context["regional"] is None:
             context["outcome"] = decision.get("outcome") or own
+    list_of_demands = context.get("demands")
+    if list_of_demands is not None:  # the chart marks the list's adopted demands
+        adopted = list_of_demands["d"].adopted
+        if context["regional"] is not None:
+            counts = context["regional"].counts
+            context["region_chart"] = tally_chart(p.method, p.options, counts, adopted)
+        elif tally is not None:
+            context["chart"] = tally_chart(p.method, p.options, tally.counts, adopted)
     return context
 
 

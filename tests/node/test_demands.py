@@ -199,3 +199,64 @@ async def test_an_adopted_question_with_bad_terms_is_refused(
     with pytest.raises(BadRequest, match=message):
         await services.proposals.adopt_regional(question, digest=digest)
     assert await services.proposals.all() == []
+
+
+async def test_a_closed_local_list_shows_its_demands_with_a_tie(services: NodeServices) -> None:
+    org = await organizer(services)
+    voters = [(await services.members.add(f"V{i}")).member for i in range(4)]
+    p = await services.proposals.create(org, demands_form(seats=2))
+    assert (await services.proposals.get(p.id)).demands is None  # nothing before close
+    picks = [["rent cap", "transit"], ["rent cap", "clinic"], ["rent cap"], ["library"]]
+    for voter, choices in zip(voters, picks, strict=True):
+        await services.proposals.cast(voter, p.id, {"choices": choices})
+    closed = await services.proposals.close(org, p.id)
+    d = closed.demands
+    assert d is not None and d.result == "tie" and d.seats == 2
+    assert d.adopted == ("rent cap",) and d.tied == ("transit", "clinic", "library")
+    assert [(i.option, i.place, i.support, i.adopted) for i in d.items] == [
+        ("rent cap", 1, 3, True),
+        ("transit", 2, 1, False),
+        ("clinic", 2, 1, False),
+        ("library", 2, 1, False),
+    ]
+    assert "3 options tie for the last 1 of 2 seats" in d.reason
+    shown = msgspec.to_builtins(await services.proposals.get(p.id))
+    assert shown["demands"]["items"][0] == {
+        "option": "rent cap",
+        "place": 1,
+        "support": 3,
+        "scored": None,
+        "mean": None,
+        "adopted": True,
+    }
+
+
+async def test_a_score_list_orders_by_mean(services: NodeServices) -> None:
+    org = await organizer(services)
+    voters = [(await services.members.add(f"V{i}")).member for i in range(3)]
+    form = demands_form(method="score", options=["a", "b", "c"], seats=2)
+    p = await services.proposals.create(org, form)
+    for voter, scores in zip(
+        voters, [{"a": 5, "b": 1}, {"a": 3, "b": 4, "c": 0}, {"b": 4}], strict=True
+    ):
+        await services.proposals.cast(voter, p.id, {"scores": scores})
+    d = (await services.proposals.close(org, p.id)).demands
+    assert d is not None and d.result == "complete" and d.adopted == ("a", "b")
+    assert [(i.option, i.mean, i.scored) for i in d.items] == [
+        ("a", "4/1", 2),
+        ("b", "3/1", 3),
+        ("c", "0/1", 1),
+    ]
+
+
+async def test_a_list_without_quorum_fails_and_one_without_seats_has_none(
+    services: NodeServices,
+) -> None:
+    org = await organizer(services)
+    await services.members.add("Mia")
+    p = await services.proposals.create(org, demands_form(quorum="1/2"))
+    d = (await services.proposals.close(org, p.id)).demands
+    assert d is not None and d.result == "failed" and d.items == ()
+    assert "quorum not met: 0 of" in d.reason
+    plain = await services.proposals.create(org, demands_form(seats=None))
+    assert (await services.proposals.close(org, plain.id)).demands is None
