@@ -104,7 +104,11 @@ async def test_chapters_sign_attendance_and_the_region_sums_it(cluster: Cluster)
     assert region["rejected"] == []
     # each chapter holds the other's count too, and sums it alike
     for ch in cluster.chapters:
-        seen = await wait_until(f"{ch.name} to hold both counts", lambda n=ch: summed(n))
+
+        async def on_chapter(n: Node = ch) -> dict[str, Any] | None:
+            return await summed(n)
+
+        seen = await wait_until(f"{ch.name} to hold both counts", on_chapter)
         assert seen["attendance"] == total
 
 
