@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from node.agenda_service import AGENDA_KEY, AgendaService
-from node.web.page import Visit, page, read_form, redirect, render
+from node.federation_glue import actor_names
+from node.web.page import Visit, page, read_form, redirect, render, services
 
 
 def _svc(request: web.Request) -> AgendaService:
@@ -58,8 +59,10 @@ async def agenda(request: web.Request, visit: Visit) -> web.Response:
     for item in view["items"]:
         query = urlencode({"agenda_item": item["item"], "title": item["title"]})
         item["propose_url"] = f"/organize/proposals/new?{query}"
+    shown = [view["region"], *view["chapters"], *(s for i in view["items"] for s in i["sponsors"])]
     context = {
         "a": view,
+        "names": await actor_names(services(request), shown),
         "me_actor": me,
         "organizer": organizer,
         "listed": me in view["chapters"],
