@@ -6,6 +6,7 @@ cluster; the one that crafts bad entries comes last."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest_asyncio
 from regionkit import entry_body, post_signed, sign_next
 
 from node.clock import rfc3339
+from node.config import DATABASE_FILE
 from node.demo import Cluster, Node, free_port, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -114,9 +116,16 @@ async def test_a_city_feeds_the_state_and_every_level_verifies(cluster: Cluster)
         return v if v.get("upper_verification") is not None else None
 
     up = await wait_until("the city to verify the state's decision", city_checked_the_state)
+    # the city's Level on the wire: its chapters, and the state's Question verbatim
+    level = await fetch_entry(cluster, city, f"{city.actor}/entries/{city_view_level_seq(city)}")
+    question = await fetch_entry(cluster, state, object_id)
+    assert level["type"] == "Level" and level["proposal"] == object_id
+    assert level["question"] == question and sorted(level["chapters"]) == city_view["level"]
+    (cluster.root / "level.json").write_text(json.dumps(level, indent=2))
     assert up["upper_verification"] == "verified", up.get("upper_dispute")
     assert up["upper_decision"]["id"] == decision["region_decision"]
     SEEN["p"] = (proposal, city_id, decided, city_decided)
+    SEEN["level"], SEEN["alder"] = level, local["Alder"]
 
 
 def convene(*args: str) -> subprocess.CompletedProcess[str]:
@@ -129,9 +138,11 @@ async def test_the_audit_of_the_states_url_crawls_every_level(cluster: Cluster) 
     done = convene("audit", cluster.region.url, "--json", "--jobs", "1", "--allow-private-network")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     report = json.loads(done.stdout)
-    # the state, the city, and the three chapters; two decisions and three tallies
+    # the state, the city, and the three chapters; the city's decision against Alder's
+    # and Birch's tallies, the state's against Cedar's tally and the city's decision
+    assert report["findings"] == []
     assert report["verified"]["actors"] == 5
-    assert report["verified"]["decisions"] >= 2 and report["verified"]["tallies"] >= 3
+    assert (report["verified"]["decisions"], report["verified"]["tallies"]) == (2, 3)
 
 
 async def test_an_altered_city_decision_is_refused_and_named(cluster: Cluster) -> None:
@@ -163,6 +174,54 @@ async def test_an_altered_city_decision_is_refused_and_named(cluster: Cluster) -
     view = await cluster.regional(state, proposal["id"])
     assert [d["seq"] for d in view["lower_decisions"]] == [row["seq"]]
     assert view["decision"] == SEEN["p"][2]["decision"]
+
+
+async def test_a_bad_level_is_refused_and_named_by_the_chapter(cluster: Cluster) -> None:
+    city, cedar = node(cluster, "City"), node(cluster, "Cedar")
+    alder, birch = node(cluster, "Alder"), node(cluster, "Birch")
+    level = entry_body(SEEN["level"])
+    now = rfc3339(time.time())
+    tampered = {**level, "question": {**level["question"], "name": "Something else"}}
+    # Each crafted entry takes its author's next seq (an inbox refuses a gap), so each
+    # receiver gets at most one per author.
+    cases = [
+        # the carried Question no longer verifies under the state's key
+        (city, alder, sign_next(city, tampered, now), "forged", "the question it carries"),
+        # Cedar stands at the state's level already: a city cannot list it too
+        (
+            city,
+            birch,
+            sign_next(city, {**level, "chapters": [birch.actor, cedar.actor]}, now),
+            "bad_level",
+            "already stand at the level above",
+        ),
+        # Alder does not follow Cedar, whatever Cedar signs
+        (cedar, alder, sign_next(cedar, level, now), "not_followed", "not a region this"),
+    ]
+    for sender, receiver, entry, _, _ in cases:
+        assert await post_signed(sender, receiver, entry) == 202
+    local = {"Alder": SEEN["alder"], "Birch": await local_id(cluster, birch, level["proposal"])}
+    for _sender, receiver, entry, code, why in cases:
+
+        async def named(n: Node = receiver, e: dict[str, Any] = entry) -> dict[str, Any] | None:
+            view = await cluster.regional(n, local[n.name])
+            got = [r for r in view["rejected"] if (r["actor"], r["seq"]) == (e["actor"], e["seq"])]
+            return got[0] if got else None
+
+        r = await wait_until(f"{receiver.name} to name the bad Level", named)
+        assert (r["type"], r["code"]) == ("Level", code) and why in r["reason"], r
+        view = await cluster.regional(receiver, local[receiver.name])
+        assert view["region"] == city.actor and view["verification"] == "verified"
+
+
+def city_view_level_seq(city: Node) -> int:
+    """The seq of the city's Level entry, read from its chain file."""
+    conn = sqlite3.connect(city.data / DATABASE_FILE)
+    try:
+        (seq,) = conn.execute("SELECT seq FROM chain_entries WHERE type = 'Level'").fetchone()
+    finally:
+        conn.close()
+    return int(seq)
 
 
 async def fetch_entry(cluster: Cluster, n: Node, entry_id: str) -> dict[str, Any]:
