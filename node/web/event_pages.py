@@ -13,6 +13,7 @@ from aiohttp import web
 
 from node.errors import BadRequest
 from node.events import EVENTS_KEY, Events, NewEvent
+from node.federation_glue import actor_names
 from node.proposal_forms import NewProposal
 from node.web.page import Visit, page, read_form, redirect, render, services
 from protocol.errors import ProtocolError
@@ -59,7 +60,10 @@ async def list_events(request: web.Request, visit: Visit) -> web.Response:
 async def show_event(request: web.Request, visit: Visit) -> web.Response:
     member = visit.need_member()
     ev = await _events(request).view(request.match_info["id"], member)
-    return render(request, visit, "event.html", {"ev": ev, "answers": ANSWERS})
+    # names from the actor cache only: a page never fetches from other servers
+    names = await actor_names(services(request), [ev["host"], *ev["invited"]])
+    context = {"ev": ev, "answers": ANSWERS, "names": names}
+    return render(request, visit, "event.html", context)
 
 
 @page

@@ -353,3 +353,32 @@ async def test_an_event_from_a_node_not_followed_is_not_held(pair: Pair) -> None
         (pair.birch.actor, entry["seq"]),
     )
     assert row is not None and row["code"] == "not_followed", row
+
+
+async def test_an_invited_chapter_counts_once_and_a_second_count_is_named(pair: Pair) -> None:
+    body = {
+        "name": "With Birch",
+        "start": "2030-04-01T10:00:00Z",
+        "end": "2030-04-01T12:00:00Z",
+        "url": "https://meet.example/x",
+        "chapters": [pair.birch.actor],
+    }
+    status, ev = await api(pair, pair.alder, "POST", "/api/events", body)
+    assert status == 201 and ev["invited"] == [pair.birch.actor] and not ev["can_report"]
+    status, answer = await api(pair, pair.alder, "POST", f"/api/events/{ev['id']}/attendance")
+    assert status == 409 and answer["error"] == "not_invited"
+    count = attendance_body(ev["object_id"], ev["digest"], RsvpCounts(going=2, maybe=1), members=4)
+    first = await signed_by(pair.birch, count)
+    second = await signed_by(pair.birch, {**count, "going": 3})
+    for entry in (first, first, second):  # an identical copy is the same count
+        await receive(pair.alder, entry)
+    _, view = await api(pair, pair.alder, "GET", f"/api/events/{ev['id']}")
+    (row,) = view["attendance"]["chapters"]
+    assert (row["chapter"], row["going"], row["maybe"], row["members"]) == (
+        pair.birch.actor,
+        2,
+        1,
+        4,
+    )
+    assert [(r["code"], r["seq"]) for r in view["rejected"]] == [("duplicate_count", second["seq"])]
+    assert f"seq {first['seq']}" in view["rejected"][0]["reason"]

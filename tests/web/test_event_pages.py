@@ -108,7 +108,7 @@ async def convening(
             "#attendance tbody tr th, #attendance tbody tr td"
         ).all_inner_texts()
     ]
-    assert row[0].endswith("(this chapter)")
+    assert row[0] == "Riverside Chapter (this chapter)"  # its name, not its actor id
     assert row[1:] == ["1", "1", "0", "3"]  # going, maybe, not going, members on the roster
     assert await organizer.inner_text("#capacity-line") == "1 going of 2 places: 1 left."
     assert await organizer.locator("text=Sign our attendance count").count() == 0  # once
