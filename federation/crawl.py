@@ -8,9 +8,11 @@ activity media types; a node's base URL answers with its actor), walks its outbo
 docs/protocol.md §5 says the chain is served), and then does the same for every actor
 the chain names: the followers of ``Accept`` entries, the chapters a regional proposal
 lists and a decision counts, and the authors of entries that tallies, decisions and
-proposals refer to by id (``{actor}/entries/{seq}``). Two hops
-from the start reach every chapter of a region and, from a chapter, its region and
-the region's other chapters.
+proposals refer to by id (``{actor}/entries/{seq}``), and the chapters a lower
+region's ``Level`` names (§10.6). Two hops from the start reach every chapter of a
+region and, from a chapter, its region and the region's other chapters; each level of
+nesting (state → city → chapter) adds one, so the bound is four: a state's cities'
+neighbourhood regions' chapters.
 
 Everything fetched is hostile until the audit says otherwise, so every bound is
 explicit: the client bounds each answer's bytes and time; here the number of actors,
@@ -47,7 +49,7 @@ class CrawlLimits(msgspec.Struct, frozen=True):
     max_actors: int = 500
     max_pages_per_outbox: int = 10_000
     max_items: int = 2_000_000
-    max_hops: int = 2
+    max_hops: int = 4
 
 
 async def crawl(
@@ -178,9 +180,10 @@ def _named_actors(chain: list[dict[str, Any]], own: str) -> list[str]:
         follower = entry.get("follower")
         if entry.get("type") == "Accept" and isinstance(follower, str):
             found.append(follower)
-        # a regional proposal lists its chapters; a decision names each one it counted
+        # a regional proposal lists its chapters; a decision names each one it counted;
+        # a lower region's Level names the chapters of its level
         chapters = entry.get("chapters")
-        if entry.get("type") in ("Question", "Decision") and isinstance(chapters, list):
+        if entry.get("type") in ("Question", "Decision", "Level") and isinstance(chapters, list):
             for chapter in chapters:
                 named = chapter.get("chapter") if isinstance(chapter, dict) else chapter
                 if isinstance(named, str) and named.startswith(("https://", "http://")):
