@@ -285,10 +285,15 @@ class AgendaService:
         closes = [h for h in held if h.type == agenda.CLOSE_TYPE]
         questions = [q.entry for q in await regional_store.questions(self._db)]
         voted = agenda.items_voted(cfg.actor, questions)
-        computed = agenda.compute_agenda(
-            cfg.entry,
+        subs, sps = agenda.before_close(
             by_type[agenda.SUBMISSION_TYPE],
             by_type[agenda.SPONSORSHIP_TYPE],
+            by_type[agenda.CLOSE_TYPE],
+        )
+        computed = agenda.compute_agenda(
+            cfg.entry,
+            subs,
+            sps,
             voted,
             closed=agenda.closed_by(cfg.entry, by_type[agenda.CLOSE_TYPE]),
         )

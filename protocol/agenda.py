@@ -51,6 +51,7 @@ __all__ = [
     "AgendaItem",
     "Sponsorship",
     "Submission",
+    "before_close",
     "close_body",
     "closed_by",
     "compute_agenda",
@@ -261,6 +262,28 @@ def closed_by(config: Mapping[str, Any], closes: Iterable[Mapping[str, Any]]) ->
         parse_close(config, entry)
         found = True
     return found
+
+
+def before_close(
+    submissions: Iterable[Mapping[str, Any]],
+    sponsorships: Iterable[Mapping[str, Any]],
+    closes: Iterable[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """The submissions and sponsorships that count once the agenda is closed: those
+    ``published`` no later than the (earliest) close, and a sponsorship only of an item
+    that counts. An item signed after the close could not have been put to a vote, so it
+    is never ``dropped``. Every ``published`` is signed (§5.1) and in §1's one form, so
+    comparing the strings compares the times and every node cuts at the same place.
+    With no close, everything counts."""
+    cut = min((str(c.get("published", "")) for c in closes), default=None)
+    subs = [e for e in submissions if cut is None or str(e.get("published", "")) <= cut]
+    kept = {source(e).digest for e in subs}
+    sps = [
+        e
+        for e in sponsorships
+        if (cut is None or str(e.get("published", "")) <= cut) and e.get("item") in kept
+    ]
+    return subs, sps
 
 
 def items_voted(region: str, questions: Iterable[Mapping[str, Any]]) -> frozenset[str]:

@@ -7,7 +7,8 @@ config and close, the chapters' submissions and sponsorships and the region's
 Questions recomputes it exactly as every node does. For each config that a valid
 ``AgendaClose`` closed, every item whose status comes out ``dropped`` is a finding
 against the region, at the close's seq: the region signed that the agenda was over
-while an item that qualified by its own signed rule had no vote. Agenda entries that
+while an item that qualified by its own signed rule had no vote (items and
+sponsorships signed after the close do not count, ``before_close``). Agenda entries that
 break §10.4 (misaddressed, from a chapter not listed, a sponsorship of an item never
 submitted, a close by another actor) are findings against their author.
 
@@ -26,6 +27,7 @@ from protocol.agenda import (
     CONFIG_TYPE,
     SPONSORSHIP_TYPE,
     SUBMISSION_TYPE,
+    before_close,
     compute_agenda,
     items_voted,
     parse_close,
@@ -95,6 +97,7 @@ def _check_agenda(
     close_seq = source(first).seq
     try:
         voted = items_voted(cfg_src.actor, questions)
+        subs, sps = before_close(subs, sps, closes)
         agenda = compute_agenda(cfg, subs, sps, voted, closed=True)
     except ProtocolError as exc:
         findings.append(finding_of(exc, cfg, BAD_ENTRY))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from protocol.agenda import (
     TRANSITIONS,
+    before_close,
     close_body,
     closed_by,
     compute_agenda,
@@ -353,3 +354,37 @@ def test_a_tampered_close_is_a_chain_finding_not_an_agenda_one() -> None:
     ]
     whats = {f.what for f in audit_bundle(records).findings}
     assert DROPPED not in whats and whats  # the close's proof fails: it closes nothing
+
+
+def test_items_and_sponsorships_signed_after_the_close_do_not_count() -> None:
+    cfg = config(min_sponsors=2)
+    late = "2026-11-26T16:00:00Z"
+    a = submit(cfg, CHAPTERS[0], "Rent control")  # published WHEN, before the close
+    b = {**submit(cfg, CHAPTERS[1], "Free transit"), "published": late}
+    sp_a = {**sponsor(cfg, CHAPTERS[2], a), "published": late}
+    sp_b = sponsor(cfg, CHAPTERS[3], b)
+    close = {**sign(close_body(source(cfg).digest), REGION, seq=20), "published": WHEN}
+    subs, sps = before_close([a, b], [sp_a, sp_b], [close])
+    assert subs == [a] and sps == []  # b is late, so its sponsorship is too
+    agenda = compute_agenda(cfg, subs, sps, [], closed=True)
+    assert [(i.title, i.status) for i in agenda.items] == [("Rent control", "submitted")]
+    # with no close, everything counts
+    assert before_close([a, b], [sp_a, sp_b], []) == ([a, b], [sp_a, sp_b])
+
+
+def test_the_audit_ignores_an_item_signed_after_the_close() -> None:
+    world = convening(vote_on_transit=True)  # transit voted; closes at T0
+    region, chapters = world["region"], world["chapters"]
+    late = make_entry(
+        submission_body(REGION, world["config"], "Too late"),
+        actor=chapters[1].actor,
+        seq=len(chapters[1].entries),
+        prev=entry_digest(chapters[1].entries[-1]),
+        key=chapters[1].key,
+        key_id=key_id(chapters[1].actor, 0),
+        published="2026-11-26T18:00:00Z",
+    )
+    chapters[1].entries.append(late)
+    chapters[0].append(sponsorship_body(REGION, world["config"], entry_digest(late)))
+    records = [EntryRecord(entry=e) for c in (region, *chapters) for e in c.entries]
+    assert audit_bundle(records).ok  # qualified only by entries signed after the close
