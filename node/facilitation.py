@@ -39,6 +39,7 @@ from node.members import Member, require_role
 from node.proposal_forms import decode_new_proposal
 from node.regional import REGIONAL_KEY, Regional, RejectedEntry
 from node.storage import Tx
+from node.web.facilitation_pages import add_facilitation_routes
 from protocol import facilitation as rule
 from protocol.errors import ProtocolError
 from protocol.facilitation import FacilitationError
@@ -147,34 +148,42 @@ class Facilitation:
 
     # -- the facilitator's organizer ------------------------------------------------
 
-    async def request(self, member: Member, form: RequestForm) -> dict[str, Any]:
+    async def request(
+        self,
+        member: Member,
+        region: str,
+        action: str,
+        fields: dict[str, Any],
+        grant: str | None = None,
+    ) -> dict[str, Any]:
+        """Sign a request of `region` (with our newest grant in force from it unless
+        `grant` names one; the region judges either way) and queue it for the region."""
         require_role(member, "organizer", "making a facilitation request")
-        grant = form.grant
         if grant is None:
-            held = await facilitation_store.grants_for(self._db, form.region, self._me)
+            held = await facilitation_store.grants_for(self._db, region, self._me)
             if not held:
-                raise Conflict(f"this node holds no grant in force from {form.region}")
+                raise Conflict(f"this node holds no grant in force from {region}")
             grant = held[0].digest
         try:
-            body = rule.request_body(form.region, grant, form.action, form.body)
+            body = rule.request_body(region, grant, action, fields)
         except FacilitationError as exc:
             raise BadRequest(exc.detail) from None
-        if form.action == "propose":
-            decode_new_proposal(msgspec.json.encode(form.body))  # the region's own check
+        if action == "propose":
+            decode_new_proposal(msgspec.json.encode(fields))  # the region's own first check
 
         async def extra(tx: Tx, appended: Appended) -> None:
             await facilitation_store.put_request(
                 tx,
                 digest=appended.digest,
                 entry=appended.entry,
-                region=form.region,
+                region=region,
                 grant=grant,
-                action=form.action,
+                action=action,
                 outcome="sent",
                 object_id=None,
                 now=time.time(),
             )
-            await self._regional.queue(tx, appended.seq, {form.region})
+            await self._regional.queue(tx, appended.seq, {region})
 
         appended = await self._ledger.append(body, extra)
         found = await facilitation_store.request(self._db, appended.digest)
@@ -372,7 +381,9 @@ async def _revoke_view(request: web.Request) -> web.Response:
 async def _request_view(request: web.Request) -> web.Response:
     member = await authenticate(request)
     form: RequestForm = _decode(await read_body(request), RequestForm, "request")
-    return json_response(await request.app[FACILITATION_KEY].request(member, form), status=201)
+    service = request.app[FACILITATION_KEY]
+    sent = await service.request(member, form.region, form.action, form.body, form.grant)
+    return json_response(sent, status=201)
 
 
 async def _status_view(request: web.Request) -> web.Response:
@@ -396,3 +407,4 @@ def setup(app: web.Application) -> None:
     app.router.add_delete("/api/facilitators/{grant}", _revoke_view)
     app.router.add_post("/api/facilitation/requests", _request_view)
     app.router.add_get("/api/facilitation", _status_view)
+    add_facilitation_routes(app, lambda request: request.app[FACILITATION_KEY])
