@@ -122,6 +122,7 @@ async def test_a_city_feeds_the_state_and_every_level_verifies(cluster: Cluster)
     assert level["type"] == "Level" and level["proposal"] == object_id
     assert level["question"] == question and sorted(level["chapters"]) == city_view["level"]
     (cluster.root / "level.json").write_text(json.dumps(level, indent=2))
+    (cluster.root / "views.json").write_text(json.dumps({"city": up, "state": decided}, indent=2))
     assert up["upper_verification"] == "verified", up.get("upper_dispute")
     assert up["upper_decision"]["id"] == decision["region_decision"]
     SEEN["p"] = (proposal, city_id, decided, city_decided)
