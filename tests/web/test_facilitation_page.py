@@ -93,9 +93,9 @@ async def test_grant_request_and_outcome_on_the_page(browser: Browser, tmp_path:
         assert "sent to" in await ally.inner_text("#requests")
 
         # An ungranted chapter names the partner's grant; the region refuses it.
-        row = await partner.services.db.fetchone("SELECT digest FROM facil_grants")
-        assert row is not None
-        grant = row["digest"]
+        held_row = await partner.services.db.fetchone("SELECT digest FROM facil_grants")
+        assert held_row is not None
+        grant = held_row["digest"]
         status, sent = await api(
             http,
             alder,
