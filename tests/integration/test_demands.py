@@ -12,11 +12,13 @@ crafted entry with the region's key comes last: it spends a chain position.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 import pytest_asyncio
@@ -135,7 +137,36 @@ async def test_every_chapter_shows_the_regions_list(cluster: Cluster) -> None:
         assert view["demands"] == demands, ch.name  # computed by the chapter itself
         assert view["decision"]["tallies"] == region_view["decision"]["tallies"]
     SEEN["proposal"], SEEN["local"] = proposal, local
-    SEEN["api_example"] = region_view
+
+
+async def results_page(node: Node, proposal_id: str) -> str:
+    """The results page as the node's organizer sees it, logged in by their link."""
+    jar = aiohttp.CookieJar(unsafe=True)  # a bare IP address
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        link = node.organizer["login_url"]
+        async with http.get(link) as answer:
+            found = re.search(r'name="csrf" value="([^"]+)"', await answer.text())
+            assert found is not None
+        async with http.post(link, data={"csrf": found.group(1)}) as answer:
+            assert answer.status == 200, await answer.text()
+        async with http.get(f"{node.url}/proposals/{proposal_id}/results") as answer:
+            assert answer.status == 200
+            return await answer.text()
+
+
+ROW = re.compile(r"<tr class=\"[a-z-]+\"><td>([^<]+)</td><th scope=\"row\">([^<]+)</th>")
+
+
+async def test_every_results_page_shows_the_list(cluster: Cluster) -> None:
+    pages = {cluster.region.name: await results_page(cluster.region, SEEN["proposal"]["id"])}
+    for ch in cluster.chapters:
+        pages[ch.name] = await results_page(ch, SEEN["local"][ch.name])
+    for name, html in pages.items():
+        assert "List of demands: choose 2" in html, name
+        assert "2 demands adopted</strong>, in order of support" in html, name
+        expected = [("1", "rent cap"), ("2", "clinic"), ("3", "transit"), ("4", "library")]
+        assert ROW.findall(html) == expected, name
+        assert "(all chapters" in html and "members counted together)" in html, name
 
 
 def last_question(node: Node) -> dict[str, Any]:
