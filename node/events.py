@@ -196,6 +196,9 @@ class Events:
         if answer not in RSVP_ANSWERS:
             raise BadRequest(f"answer must be one of {', '.join(RSVP_ANSWERS)}, not {answer!r:.40}")
         held = await self._event(local_id)
+        if self._me not in (parse_event(held.entry).chapters or (held.host,)):
+            why = f"this node does not report attendance for {local_id}; its invited chapters do"
+            raise Conflict(why, code="not_invited")
         async with self._db.write() as tx:
             mine = [
                 c for c in await event_store.counts_tx(tx, held.object_id) if c.chapter == self._me

@@ -20,7 +20,7 @@ from nodekit import call
 from servekit import new_node, serving
 
 from node.api import SERVICES_KEY
-from node.regional import REGIONAL_KEY
+from node.regional import REGIONAL_KEY, Unready
 from node.storage import Database
 from protocol.events import RsvpCounts, attendance_body, event_body
 
@@ -367,6 +367,13 @@ async def test_an_invited_chapter_counts_once_and_a_second_count_is_named(pair: 
     assert status == 201 and ev["invited"] == [pair.birch.actor] and not ev["can_report"]
     status, answer = await api(pair, pair.alder, "POST", f"/api/events/{ev['id']}/attendance")
     assert status == 409 and answer["error"] == "not_invited"
+    # Alder's members answer in their own chapter only when Alder reports
+    rsvp = {"answer": "going"}
+    token = pair.alder.members[0]
+    status, answer = await api(
+        pair, pair.alder, "POST", f"/api/events/{ev['id']}/rsvp", rsvp, token
+    )
+    assert status == 409 and answer["error"] == "not_invited"
     count = attendance_body(ev["object_id"], ev["digest"], RsvpCounts(going=2, maybe=1), members=4)
     first = await signed_by(pair.birch, count)
     second = await signed_by(pair.birch, {**count, "going": 3})
@@ -382,3 +389,18 @@ async def test_an_invited_chapter_counts_once_and_a_second_count_is_named(pair: 
     )
     assert [(r["code"], r["seq"]) for r in view["rejected"]] == [("duplicate_count", second["seq"])]
     assert f"seq {first['seq']}" in view["rejected"][0]["reason"]
+
+
+async def test_a_count_for_an_event_not_arrived_yet_is_retried_later(pair: Pair) -> None:
+    # Alder's own entry 999 does not exist yet: the inbox keeps the count and retries.
+    early = f"{pair.alder.actor}/entries/999"
+    count = attendance_body(early, "a" * 64, RsvpCounts(going=1), members=4)
+    entry = await signed_by(pair.birch, count)
+    with pytest.raises(Unready, match="has not arrived"):
+        await receive(pair.alder, entry)
+    db: Database = pair.alder.app[SERVICES_KEY].db
+    for table in ("event_attendance", "event_rejected"):
+        row = await db.fetchone(
+            f"SELECT 1 FROM {table} WHERE seq = ? AND event IS ?", (entry["seq"], early)
+        )
+        assert row is None, table
