@@ -43,6 +43,7 @@ from protocol.events import ConveningError
 
 log = logging.getLogger("convene.agenda")
 
+_REFUSAL_CODES = {"bad_proof": "forged", "unknown_key": "forged"}
 _ENTRY_TYPES = (agenda.SUBMISSION_TYPE, agenda.SPONSORSHIP_TYPE, agenda.CLOSE_TYPE)
 
 
@@ -338,7 +339,14 @@ class AgendaService:
         return [await self.view(c.digest) for c in await agenda_store.configs(self._db)]
 
     async def refused(self) -> list[dict[str, Any]]:
-        return [r.to_json() for r in await agenda_store.refused(self._db)]
+        """Agenda entries not taken, newest first; the inbox's own codes for a proof
+        that does not verify (or by a key not valid at that seq) read as forged."""
+        out = []
+        for r in await agenda_store.refused(self._db):
+            view = r.to_json()
+            view["code"] = _REFUSAL_CODES.get(r.code, r.code)
+            out.append(view)
+        return out
 
 
 AGENDA_KEY = web.AppKey("convene_agenda", AgendaService)
