@@ -17,7 +17,9 @@ module that owns each rule; it never restates a rule itself:
    signed tallies in the bundle that were on time (protocol/deadlines.py);
 6. agendas (protocol/audit_agenda.py): a qualified item the region closed without a
    vote, and agenda entries that break §10.4;
-7. with a receipt: its inclusion proof against the tally's signed root (RFC 9162).
+7. partner facilitation (protocol/audit_facilitation.py): each ``requested_by`` against
+   the request and the region's grants in force at that seq;
+8. with a receipt: its inclusion proof against the tally's signed root (RFC 9162).
 
 Findings are collected, never raised, so one audit names every problem; the report
 (protocol/audit_report.py) sorts them by (actor, seq, what) so two auditors print the
@@ -36,6 +38,7 @@ import msgspec
 
 from protocol.aggregate import verify_decision
 from protocol.audit_agenda import agenda_findings
+from protocol.audit_facilitation import facilitation_findings
 from protocol.audit_nesting import check_decisions as nested_decisions
 from protocol.audit_report import AuditReport, Finding, ReceiptCheck, Tallied, finding_of
 from protocol.ballots import ProposalSpec, parse_spec, receipt_proof, verify_receipt
@@ -136,6 +139,7 @@ def audit_bundle(
     signed = {key: value for key, value in tallies.items() if key in counted}
     decisions_ok = nested_decisions(b, specs, signed, findings, _check_decisions)  # §10.6
     findings += agenda_findings(valid.values())
+    findings += facilitation_findings(valid.values())  # §10.7 requested_by
 
     receipt_check = None
     if receipt is not None:
