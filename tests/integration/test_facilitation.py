@@ -7,6 +7,8 @@ replayed requests are refused and named. The tests run in order on one cluster."
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,7 +34,14 @@ AS2_TERMS = {
     *("@context", "id", "type", "actor", "published", "proof", "name", "content"),
     *("summary", "oneOf", "anyOf", "endTime", "closed", "votersCount", "url"),
 }
+CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
 SEEN: dict[str, Any] = {}
+
+
+def convene(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CONVENE, *args], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -135,6 +144,22 @@ async def test_a_granted_partner_opens_a_regional_proposal_alder_votes_on(
     decided = await cluster.settled(region, done["proposal"], timeout=40)
     assert decided["decision"]["outcome"]["result"] == "passed", decided["decision"]
     SEEN.update(grant=grant, request=request, proposal=done["proposal"])
+
+
+async def test_the_region_export_audits_clean(cluster: Cluster, tmp_path: Path) -> None:
+    bundle = tmp_path / "region.jsonl"
+    exported = convene(
+        "export", "--data", str(cluster.region.data), "--out", str(bundle),
+        "--allow-private-network",
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    # The partner's request travels in the region's export, so the audit judges the
+    # Question's requested_by against it (protocol/audit_facilitation.py).
+    assert b'"type":"FacilitationRequest"' in bundle.read_bytes()
+    audited = convene("audit", str(bundle), "--jobs", "1", "--json")
+    assert audited.returncode == 0, audited.stdout[-3000:] + audited.stderr
+    report = msgspec.json.decode(audited.stdout)
+    assert report["ok"] and report["verified"]["decisions"] >= 1
 
 
 async def test_a_replayed_request_opens_nothing_twice(cluster: Cluster) -> None:
