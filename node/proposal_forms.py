@@ -113,7 +113,18 @@ def decode_new_proposal(data: bytes) -> NewProposal:
 
 
 class ProposalView(msgspec.Struct, frozen=True, kw_only=True):
-    """GET /api/proposals/{id}: contract fields first, more may be added."""
+    """GET /api/proposals/{id}: contract fields first, more may be added (new fields go
+    last with defaults, so older readers of the answer are unaffected).
+
+    `block_limit`: blocks a consent proposal tolerates (from its stored spec, the same
+    one its signed Question states); None for the other methods. `signed`, `custodial`:
+    how many counted ballots carried their member's own signature and how many the
+    node recorded without one; set once closed (which ballots count is fixed at close),
+    None before. `seats`, `agenda_item`: those terms of its Question; `terms`: all of
+    them. `demands`: a `seats` proposal's list of demands (§10.5), read off signed
+    tallies: a local one's own once closed, a regional one's pooled from every held
+    chapter tally once decided (region and chapter alike); None otherwise.
+    """
 
     id: str
     url: str
@@ -135,9 +146,28 @@ class ProposalView(msgspec.Struct, frozen=True, kw_only=True):
     voters: int
     created_at: str
     origin: str | None = None
+    block_limit: int | None = None
+    signed: int | None = None
+    custodial: int | None = None
     seats: int | None = None
     agenda_item: str | None = None
     terms: dict[str, Any] = msgspec.field(default_factory=dict)
+    demands: multiwinner.DemandList | None = None
+
+
+class MyBallot(msgspec.Struct, frozen=True, kw_only=True):
+    """A member's own current ballot on a proposal, for that member's eyes only.
+
+    `nonce` is there for a roll-call vote (the node keeps it); in a secret vote it
+    was handed to the member at casting and never stored, so it is None here.
+    """
+
+    proposal: str
+    receipt: str
+    ballot: dict[str, Any]
+    cast_at: str
+    secret: bool
+    nonce: str | None = None
 
 
 def check_terms(terms: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,6 +237,7 @@ def view_of(row: Row, spec: ballots.ProposalSpec, url: str, voters: int) -> Prop
         voters=voters,
         created_at=row["created_at"],
         origin=row["origin"],
+        block_limit=spec.block_limit if spec.method == "consent" else None,
         seats=terms.get("seats") if type(terms.get("seats")) is int else None,
         agenda_item=terms.get("agenda_item") if isinstance(terms.get("agenda_item"), str) else None,
         terms=terms,

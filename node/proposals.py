@@ -29,7 +29,6 @@ from node import (
     chain_store,
     member_key_store,
     member_keys,
-    proposal_forms,
     proposal_store,
     regional_store,
 )
@@ -40,7 +39,9 @@ from node.identity import NodeIdentity
 from node.ledger import Ledger
 from node.members import Member, require_role
 from node.proposal_forms import (
+    MyBallot,
     NewProposal,
+    ProposalView,
     check_question_terms,
     check_terms,
     question_body,
@@ -66,48 +67,6 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("open", "close"): "closed",
     ("closed", "decide"): "decided",
 }
-
-
-class ProposalView(proposal_forms.ProposalView, frozen=True, kw_only=True):
-    """The proposal as the API and the pages see it, with the rules they show.
-
-    `block_limit`: blocks a consent proposal tolerates (from its stored spec, the
-    same one its signed Question states); None for the other methods. `signed`,
-    `custodial`: how many counted ballots carried their member's own signature and how
-    many the node recorded without one; set once closed (which ballots count is fixed
-    at close), None before. `demands`: a `seats` proposal's list of demands (§10.5),
-    computed here from signed tallies: a local one's own once closed, a regional one's
-    pooled from every held chapter tally once decided (region and chapter alike); None
-    otherwise. New fields go last with defaults, so older readers of the
-    answer are unaffected.
-    """
-
-    block_limit: int | None = None
-    signed: int | None = None
-    custodial: int | None = None
-    demands: multiwinner.DemandList | None = None
-
-
-def full_view(row: Row, spec: ballots.ProposalSpec, url: str, voters: int) -> ProposalView:
-    base = view_of(row, spec, url, voters)
-    fields = {name: getattr(base, name) for name in base.__struct_fields__}
-    block_limit = spec.block_limit if spec.method == "consent" else None
-    return ProposalView(**fields, block_limit=block_limit)
-
-
-class MyBallot(msgspec.Struct, frozen=True, kw_only=True):
-    """A member's own current ballot on a proposal, for that member's eyes only.
-
-    `nonce` is there for a roll-call vote (the node keeps it); in a secret vote it
-    was handed to the member at casting and never stored, so it is None here.
-    """
-
-    proposal: str
-    receipt: str
-    ballot: dict[str, Any]
-    cast_at: str
-    secret: bool
-    nonce: str | None = None
 
 
 class RegionalHook(Protocol):
@@ -179,7 +138,7 @@ class Proposals:
         rows = await proposal_store.list_proposals(self._db)
         cast = await proposal_store.voters_by_proposal(self._db)
         return [
-            full_view(row, self._spec(row), self.url_of(row["id"]), cast.get(row["id"], 0))
+            view_of(row, self._spec(row), self.url_of(row["id"]), cast.get(row["id"], 0))
             for row in rows
         ]
 
@@ -530,4 +489,4 @@ class Proposals:
 
     async def _view(self, row: Row) -> ProposalView:
         cast = await proposal_store.voters(self._db, row["id"])
-        return full_view(row, self._spec(row), self.url_of(row["id"]), cast)
+        return view_of(row, self._spec(row), self.url_of(row["id"]), cast)

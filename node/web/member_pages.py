@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from node import member_key_store, proposals
+from node import member_key_store
 from node.api import authenticate, json_response, read_json
 from node.errors import BadRequest, NodeError, Unauthorized
 from node.federation_glue import actor_names
@@ -222,7 +222,7 @@ def _winners(outcome: dict[str, Any]) -> tuple[list[str], bool]:
     return ([winner] if winner else list(outcome.get("tied", []))), outcome.get("result") == "tie"
 
 
-def demand_rows(p: proposals.ProposalView) -> dict[str, Any] | None:
+def demand_rows(p: ProposalView) -> dict[str, Any] | None:
     """The list of demands as the results page shows it: each place, whether it is
     shared (a tie said as a tie), the support in words, and what the list did with it."""
     d = p.demands
@@ -264,8 +264,7 @@ def results_context(p: ProposalView) -> dict[str, Any]:
     and a region node has no tally of its own.
     """
     context: dict[str, Any] = {"p": p, "chart": None, "regional": None, "outcome": {}}
-    if isinstance(p, proposals.ProposalView):
-        context["demands"] = demand_rows(p)
+    context["demands"] = demand_rows(p)
     decision = p.decision or {}
     tally = parse_tally(p.tally) if p.tally is not None else None
     if "chapters" in decision:
