@@ -111,6 +111,12 @@ async def test_a_granted_partner_opens_a_regional_proposal_alder_votes_on(
         return True if (await facilitation(cluster, helper))["held"] else None
 
     await wait_until("the partner to hold its grant", held)
+
+    async def known() -> bool | None:
+        grants = (await facilitation(cluster, alder))["known"]
+        return True if [g["grant"] for g in grants] == [grant["grant"]] else None
+
+    await wait_until("Alder, a follower, to know the grant", known)
     ask = {"title": "Rent freeze", "body": "Freeze rents", "method": "consent"}
     ask["closes_at"] = rfc3339(time.time() + CLOSES_IN)
     status, sent = await cluster.call(
@@ -223,5 +229,11 @@ async def test_a_revoked_grants_request_is_refused_and_named(cluster: Cluster) -
     assert status == 201, sent
     named = await rejected(cluster, helper.actor, sent["seq"], "revoked")
     assert f"seq {revoked['revoked_seq']}" in named["reason"]
+
+    async def known_revoked() -> bool | None:
+        grants = (await facilitation(cluster, cluster.chapters[0]))["known"]
+        return True if grants and grants[0]["revoked_seq"] == revoked["revoked_seq"] else None
+
+    await wait_until("Alder to know of the revocation", known_revoked)
     _, listed = await cluster.call("GET", region, "/api/proposals")
     assert [p["id"] for p in listed["items"]] == [SEEN["proposal"]]
