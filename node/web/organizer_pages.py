@@ -120,7 +120,7 @@ def _proposal_request(form: Any) -> NewProposal:
         "draft": form.get("draft") == "on",
         "block_limit": _whole(form, "block_limit", "block limit") or 0,
         "scope": "regional" if regional else "local",
-        "seats": _whole(form, "seats", "choose N") if method in ("approval", "score") else None,
+        "seats": _whole(form, "seats", "choose N"),  # refused on other methods, not dropped
         "agenda_item": agenda_item,
     }
     try:

@@ -113,6 +113,15 @@ async def test_bad_choose_n_is_said_on_the_form(node: LiveNode, context: Browser
     assert response.status == 400
     response_text = await org.inner_text("main")
     assert "seats must be a whole number from 1 to 2, got 3" in response_text
+    # choose N on a method that cannot make a list is refused, not quietly dropped
+    await org.goto(node.at("/organize/proposals/new"))
+    await org.fill("#title", "Consent with seats")
+    await org.check("#m-consent")
+    await org.fill("#seats", "2")
+    async with org.expect_response(re.compile(r"/organize/proposals$")) as caught:
+        await org.get_by_role("button", name="Create proposal").click()
+    assert (await caught.value).status == 400
+    assert "chosen by approval or score, not consent" in await org.inner_text("main")
 
 
 async def test_an_agenda_item_prefills_the_form(node: LiveNode, context: BrowserContext) -> None:
