@@ -112,17 +112,17 @@ async def test_submit_sponsor_qualify_and_a_dropped_item_flagged(
             await bo.get_by_role("button", name="Submit to the region").click()
             await bo.wait_for_url(birch.at(f"/agenda/{config}"))
             await reload_until(lead, "#items", "Night buses")
-            card = lead.locator("li.card", has_text="Night buses")
-            await card.get_by_role("link", name="Put to a regional vote").click()
+            buses = lead.locator("li.card", has_text="Night buses")
+            await buses.get_by_role("link", name="Put to a regional vote").click()
             await lead.wait_for_url(re.compile(r"/organize/proposals/new\?agenda_item="))
             assert await lead.input_value("#title") == "Night buses"
             await lead.get_by_role("button", name="Create proposal").click()
             await lead.wait_for_url(re.compile(r"/proposals/p-[0-9a-f]+$"))
             vote = lead.url.rsplit("/", 1)[1]
             await lead.goto(region.at(f"/agenda/{config}"))
-            card = lead.locator("li.card", has_text="Night buses")
-            assert await card.locator(".status").inner_text() == "voted"
-            link = card.get_by_role("link", name="The vote on this item")
+            buses = lead.locator("li.card", has_text="Night buses")
+            assert await buses.locator(".status").inner_text() == "voted"
+            link = buses.get_by_role("link", name="The vote on this item")
             assert await link.get_attribute("href") == f"/proposals/{vote}"
             await reload_until(bo, "#items", "voted")  # the chapter holds the Question too
 
