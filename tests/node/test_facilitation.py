@@ -242,3 +242,32 @@ async def test_refusals_name_actor_seq_and_reason(
     await eventually("the partner to learn of the revocation", revoked_at_partner)
     status, answer = await api(http, partner, "POST", requests, body)
     assert status == 409, answer  # no grant in force held any more
+
+
+async def test_bad_input_at_the_api_and_a_misaddressed_grant(
+    pair: tuple[Peer, Peer, aiohttp.ClientSession],
+) -> None:
+    region, partner, http = pair
+    for raw in (b"{not json", b'{"actor": "http://a.example/actor", "role": "boss"}', b"[]"):
+        async with http.post(
+            region.url + "/api/facilitators",
+            data=raw,
+            headers={"Authorization": f"Bearer {region.organizer}"},
+        ) as r:
+            answer = await r.json()
+            assert (r.status, answer["error"]) == (400, "bad_request"), answer
+    status, answer = await api(http, region, "DELETE", "/api/facilitators/" + "cd" * 32)
+    assert status == 404, answer
+    # A chapter grants nothing.
+    status, answer = await api(http, partner, "POST", "/api/facilitators", {"actor": region.actor})
+    assert status == 400 and "only a region" in answer["detail"], answer
+    # A grant for someone else, from a region the partner does not follow: refused there.
+    status, other = await api(http, region, "POST", "/api/facilitators", {"actor": CHAPTER})
+    assert status == 201, other
+    entry = await own_entry(region, f"{region.actor}/entries/{other['seq']}")
+    await partner.app[REGIONAL_KEY].receive(entry)
+    rejected = (await view(http, partner))["rejected"]
+    assert [(r["actor"], r["seq"], r["code"]) for r in rejected] == [
+        (region.actor, other["seq"], "misaddressed")
+    ]
+    assert (await view(http, partner))["known"] == []
