@@ -43,7 +43,7 @@ from node.clock import parse_rfc3339, rfc3339
 from node.errors import BadRequest
 from node.federation_glue import ACTORS_KEY
 from node.ledger import Appended
-from node.regional import REGIONAL_KEY, RejectedEntry, _due
+from node.regional import REGIONAL_KEY, RejectedEntry, Unready, _due
 from node.regional_store import HeldEntry, Question
 from node.storage import Tx
 from protocol import aggregate, ballots, deadlines
@@ -105,7 +105,9 @@ class Nested:
             held = HeldEntry(self._me, appended.seq, appended.digest, appended.entry)
             await nested_store.put(tx, object_id, "level", held, self._clock())
             await self._hold_proposal(tx, entry, digest, regional.spec(q))
-            await regional.queue(tx, appended.seq, {*level, upper})
+            # to the level's chapters, and to the upper level, which checks our
+            # decision by it
+            await regional.queue(tx, appended.seq, {*level, upper, *spec.chapters})
 
         appended = await self._ledger.append(body, extra)
         log.info("level of %s at seq %d: %d chapters", object_id, appended.seq, len(level))
@@ -155,25 +157,24 @@ class Nested:
             why = f"the question it carries ({exc.actor}, seq {exc.seq}): {exc.reason}"
             raise RejectedEntry(exc.code, why, actor=region, seq=seq) from None
         try:
-            check_level(entry, qdigest)
+            _, spec = check_level(entry, qdigest)
         except ProtocolError as exc:
             raise RejectedEntry("bad_level", exc.detail, actor=region, seq=seq) from None
         object_id = level.proposal
-        if self._kind == "chapter":
+        upper = ballots.parse_spec(question)
+        if self._me == question.get("actor") or self._me in upper.chapters:
+            # we stand at the upper level: the Level is what a lower decision is checked by
+            if await regional_store.question(self._db, object_id) is None:
+                raise Unready(f"proposal {object_id} has not arrived yet")
+            await self._keep(object_id, "level", HeldEntry(region, seq, digest, entry), "level")
+        elif self._kind == "chapter" and self._me in spec.chapters:
             await self._adopt(entry, region, seq, qdigest)
-            return
-        q = await regional_store.question(self._db, object_id)
-        if q is None or q.region != self._me or q.level is not None:
-            return  # not our proposal: a level is the upper region's business only
-        await self._keep(object_id, "level", HeldEntry(region, seq, digest, entry), "level")
 
     async def _adopt(self, entry: dict[str, Any], region: str, seq: int, qdigest: str) -> None:
         level = parse_level(entry)
         if region not in await regional_store.followed_regions(self._db):
             why = f"{region} is not a region this chapter follows"
             raise RejectedEntry("not_followed", why, actor=region, seq=seq)
-        if self._me not in level.chapters:
-            return
         try:
             await self._proposals.adopt_regional(level.question, digest=qdigest)
         except BadRequest as exc:
@@ -203,18 +204,18 @@ class Nested:
         if q.level is not None and q.region == self._me and region == author:
             await self._keep(q.object_id, "upper", held, "decision")
             return
-        if q.level is not None and q.region == self._me and region in upper.chapters:
-            # another lower region's decision: an input of the level above, to verify it
-            try:
-                upward_input(upper, entry)
-            except ProtocolError as exc:
-                raise RejectedEntry("bad_decision", exc.detail, actor=region, seq=seq) from None
-            await self._keep(q.object_id, "lower", held, "decision")
-            return
-        if q.level is not None or region not in upper.chapters:
-            why = f"only {q.region}, or a lower region {author} lists, decides {q.object_id}"
+        upper_level = q.level is None or q.region == self._me  # not a lower level's chapter
+        levels = {h.actor: h for h in await nested_store.held(self._db, q.object_id, "level")}
+        if not upper_level or region not in upper.chapters or region not in levels:
+            if upper_level and region in upper.chapters and await self._is_region(region):
+                raise Unready(f"the Level of {region} for {q.object_id} has not arrived yet")
+            why = (
+                f"only {q.region}, which published {q.object_id}, or a lower region with a "
+                "Level of it decides it"
+            )
             raise RejectedEntry("not_region", why, actor=region, seq=seq)
-        if q.region == self._me and not await regional_store.is_follower(self._db, region):
+        deciding = q.region == self._me and q.level is None
+        if deciding and not await regional_store.is_follower(self._db, region):
             why = f"{region} is not an accepted follower of this region"
             raise RejectedEntry("not_follower", why, actor=region, seq=seq)
         lower = await self._lower_tallies(q, entry)
@@ -223,22 +224,26 @@ class Nested:
             decision = aggregate.parse_decision(entry)
         except ProtocolError as exc:
             raise RejectedEntry("bad_decision", exc.detail, actor=region, seq=seq) from None
-        levels = {h.actor: h for h in await nested_store.held(self._db, q.object_id, "level")}
-        if region in levels:
-            listed = list(parse_level(levels[region].entry).chapters)
-            counted = [c.chapter for c in decision.chapters]
-            if counted != listed:
-                at = levels[region].seq
-                why = f"the decision lists chapters {counted}, its Level at seq {at} {listed}"
-                raise RejectedEntry("bad_decision", why, actor=region, seq=seq)
+        listed = list(parse_level(levels[region].entry).chapters)
+        counted = [c.chapter for c in decision.chapters]
+        if counted != listed:
+            at = levels[region].seq
+            why = f"the decision lists chapters {counted}, its Level at seq {at} {listed}"
+            raise RejectedEntry("bad_decision", why, actor=region, seq=seq)
         await self._keep(q.object_id, "lower", held, "decision")
+
+    async def _is_region(self, actor_id: str) -> bool:
+        try:
+            return (await self._app[ACTORS_KEY].get(actor_id)).kind == "region"
+        except FederationError:
+            return False
 
     async def _lower_tallies(
         self, q: Question, entry: dict[str, Any]
     ) -> list[tuple[str, protocol_tally.Tally]] | None:
         """The on-time signed tallies the lower decision names, fetched from its chapters'
         chains; None (the decision is taken on its signature) unless every one is found."""
-        if q.region != self._me:
+        if q.region != self._me or q.level is not None:
             return None
         try:
             decision = aggregate.parse_decision(entry)

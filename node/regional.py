@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
@@ -57,6 +57,9 @@ from node.storage import Tx
 from protocol import aggregate, ballots, canonical, deadlines, entries, nesting, proofs
 from protocol import tally as protocol_tally
 from protocol.errors import ChainError, ProtocolError, TallyError
+
+if TYPE_CHECKING:
+    from node.nested import Nested  # which imports this module
 
 log = logging.getLogger("convene.regional")
 
@@ -80,28 +83,6 @@ class RejectedEntry(NodeError):
 
 class Unready(Exception):
     """Not processable yet (its proposal has not arrived); the inbox retries it."""
-
-
-class Nesting(Protocol):
-    """What node/nested.py adds for regions of regions (docs/protocol.md §10.6)."""
-
-    async def on_question(self, entry: dict[str, Any]) -> None:
-        """An upper region's Question reaching this region."""
-
-    async def on_decision(self, entry: dict[str, Any], q: Question) -> None:
-        """A Decision of `q` by another region than the one deciding here."""
-
-    async def on_tally(self, entry: dict[str, Any], q: Question) -> bool:
-        """A tally of `q` from a chapter not at this node's level; True if taken."""
-
-    async def inputs(self, q: Question) -> list[tuple[str, protocol_tally.Tally]]:
-        """The upward inputs of the lower regions `q` lists, held here."""
-
-    def extra_wait(self, q: Question) -> int:
-        """Seconds more to wait past `tallies_due` for lower regions to decide."""
-
-    async def view(self, q: Question) -> dict[str, Any]:
-        """What the regional view adds about levels."""
 
 
 def _where(entry: dict[str, Any]) -> tuple[str | None, int | None]:
@@ -139,7 +120,7 @@ class Regional:
             "Decision": self._on_decision,
         }
         self._pulled_from_regions: set[str] = {"Question", "Decision"}
-        self.nesting: Nesting | None = None  # set by node/nested.py's setup
+        self.nesting: Nested | None = None  # regions of regions, set by node/nested.py
 
     @property
     def _actors(self) -> ActorCache:
@@ -604,7 +585,7 @@ class Regional:
         for chapter in sorted(chapters):
             await self._pull(  # a listed lower region's Decision is its tally (§10.6)
                 chapter,
-                lambda e: e.get("type") in ("Tally", "Decision") and e.get("proposal") in wanted,
+                lambda e: e.get("type") in _PULLED and e.get("proposal") in wanted,
             )
 
     async def _pull(self, actor_id: str, keep: Callable[[dict[str, Any]], bool]) -> None:
@@ -674,6 +655,10 @@ class Regional:
 
 
 REGIONAL_KEY = web.AppKey("convene_regional", Regional)
+
+# what catch-up pulls from a listed member's chain: a chapter's tallies; a lower
+# region's Level and Decision, its input upward (§10.6)
+_PULLED = ("Tally", "Level", "Decision")
 
 # The inbox's refusal codes as the regional view names them: a proof that does not
 # verify, or one by a key not valid at that seq (e.g. retired), is a forgery.
