@@ -240,7 +240,7 @@ class Facilitation:
         actor, seq, digest = await self._regional.verified(entry)
         async with self._lock:
             done = await facilitation_store.request(self._db, digest)
-            if done is not None:
+            if done is not None and done.outcome == "carried":
                 why = f"request {digest} was already carried out ({done.action} {done.object_id})"
                 raise RejectedEntry("replayed", why, actor=actor, seq=seq)
             async with self._db.write() as tx:
