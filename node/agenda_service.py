@@ -23,25 +23,34 @@ Refused entries are kept with their reason by node/regional.py and listed here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from federation.errors import FederationError
 from node import agenda_store, regional_store
 from node.agenda_store import Held
-from node.api import SERVICES_KEY, authenticate, json_response, read_json
+from node.api import SERVICES_KEY
 from node.clock import Clock, system_clock
 from node.errors import BadRequest, Conflict, Forbidden, NotFound
+from node.federation_glue import ACTORS_KEY
 from node.ledger import Appended
 from node.members import Member, require_role
 from node.regional import REGIONAL_KEY, Regional, RejectedEntry, Unready
 from node.storage import Tx
-from protocol import agenda
+from protocol import agenda, canonical
+from protocol.errors import ProtocolError
 from protocol.events import ConveningError
 
 log = logging.getLogger("convene.agenda")
+
+CATCH_UP_AFTER_S = 2.0  # after start: Regional pulls the followed regions' configs first
+CATCH_UP_EVERY_S = 120.0  # then open agendas are pulled again this often
 
 _REFUSAL_CODES = {"bad_proof": "forged", "unknown_key": "forged"}
 _ENTRY_TYPES = (agenda.SUBMISSION_TYPE, agenda.SPONSORSHIP_TYPE, agenda.CLOSE_TYPE)
@@ -274,6 +283,54 @@ class AgendaService:
             agenda.parse_close(cfg.entry, entry)
         return Held(digest, cfg.digest, kind, actor, seq, item, entry)
 
+    # -- catch-up: what a node that was down, or a lost delivery, missed --------------
+
+    async def catch_up(self, *, open_only: bool = False) -> int:
+        """Pull every held agenda's entries from the outboxes of its region and listed
+        chapters and take them through `ingest`, as if they had arrived; how many
+        entries were offered. Deliveries are retried for days, but a node back from a
+        long stop should not wait on another's backoff to show the same agenda."""
+        actors = self._app[ACTORS_KEY]
+        waiting: list[dict[str, Any]] = []
+        offered = 0
+        for cfg in await agenda_store.configs(self._db):
+            held = await agenda_store.of_config(self._db, cfg.digest)
+            if open_only and any(h.type == agenda.CLOSE_TYPE for h in held):
+                continue
+            have = {h.digest for h in held}
+            for actor_id in sorted({cfg.actor, *cfg.entry["chapters"]} - {self._me}):
+                try:
+                    chain = await actors.chain(await actors.get(actor_id))
+                except (FederationError, ProtocolError) as exc:
+                    log.info("agenda catch-up: the chain of %s is out of reach: %s", actor_id, exc)
+                    continue
+                for entry in chain:
+                    if entry.get("type") not in _ENTRY_TYPES or entry.get("config") != cfg.digest:
+                        continue
+                    with contextlib.suppress(ProtocolError):
+                        if canonical.digest(entry) in have:
+                            continue
+                    offered += 1
+                    try:
+                        await self._regional.receive(entry)
+                    except Unready:
+                        waiting.append(entry)  # its item comes from a chapter pulled later
+        for entry in waiting:
+            with contextlib.suppress(Unready):
+                await self._regional.receive(entry)
+        return offered
+
+    async def run(self) -> None:
+        await asyncio.sleep(CATCH_UP_AFTER_S)  # after Regional's own catch-up pulled configs
+        open_only = False
+        while True:
+            try:
+                await self.catch_up(open_only=open_only)
+            except Exception:  # keep the loop alive; the next pass retries
+                log.exception("agenda catch-up failed")
+            open_only = True
+            await asyncio.sleep(CATCH_UP_EVERY_S)
+
     # -- reading ---------------------------------------------------------------------
 
     async def view(self, config: str) -> dict[str, Any]:
@@ -352,50 +409,21 @@ class AgendaService:
 AGENDA_KEY = web.AppKey("convene_agenda", AgendaService)
 
 
-# --- the JSON API: thin handlers -------------------------------------------------------
-
-
-def _svc(request: web.Request) -> AgendaService:
-    return request.app[AGENDA_KEY]
-
-
-async def _create(request: web.Request) -> web.Response:
-    member = await authenticate(request)
-    return json_response(await _svc(request).create(member, await read_json(request)), 201)
-
-
-async def _list(request: web.Request) -> web.Response:
-    await authenticate(request)
-    svc = _svc(request)
-    return json_response({"items": await svc.all(), "rejected": await svc.refused()})
-
-
-async def _get(request: web.Request) -> web.Response:
-    await authenticate(request)
-    return json_response(await _svc(request).view(request.match_info["config"]))
-
-
-async def _submit(request: web.Request) -> web.Response:
-    member = await authenticate(request)
-    raw = await read_json(request)
-    return json_response(await _svc(request).submit(member, request.match_info["config"], raw), 201)
-
-
-async def _sponsor(request: web.Request) -> web.Response:
-    member = await authenticate(request)
-    m = request.match_info
-    return json_response(await _svc(request).sponsor(member, m["config"], m["item"]), 201)
-
-
-async def _close(request: web.Request) -> web.Response:
-    member = await authenticate(request)
-    return json_response(await _svc(request).close(member, request.match_info["config"]))
+async def _catch_up_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[AGENDA_KEY].run(), name="agenda-catch-up")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def setup(app: web.Application) -> None:
     """Register this feature's schema, inbox handlers and routes (before the app starts).
     Called by node.app.create_app after node.regional.setup."""
-    from node.web import agenda_pages  # the pages read this module's service
+    from node import agenda_api  # the handlers read this module's service
+    from node.web import agenda_pages
 
     services = app[SERVICES_KEY]
     services.db.migrations["agenda"] = agenda_store.AGENDA_MIGRATIONS
@@ -407,10 +435,6 @@ def setup(app: web.Application) -> None:
     regional.register(agenda.CLOSE_TYPE, svc.ingest, pulled_from_regions=True)
     regional.register(agenda.SUBMISSION_TYPE, svc.ingest)
     regional.register(agenda.SPONSORSHIP_TYPE, svc.ingest)
-    app.router.add_post("/api/agenda", _create)
-    app.router.add_get("/api/agenda", _list)
-    app.router.add_get("/api/agenda/{config}", _get)
-    app.router.add_post("/api/agenda/{config}/items", _submit)
-    app.router.add_post("/api/agenda/{config}/items/{item}/sponsor", _sponsor)
-    app.router.add_post("/api/agenda/{config}/close", _close)
+    app.cleanup_ctx.append(_catch_up_ctx)
+    agenda_api.add_routes(app)
     agenda_pages.add_routes(app)

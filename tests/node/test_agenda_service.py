@@ -194,6 +194,42 @@ async def test_submissions_and_sponsorships_reach_every_node(cluster: Cluster) -
     assert status == 400
 
 
+async def test_a_chapter_back_from_a_stop_pulls_what_it_missed(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    c = cluster
+    config = SEEN["config"]
+    alder, cedar = c.chapters[0], c.chapters[2]
+    data = Path(cedar.app[SERVICES_KEY].config.data_dir)
+    port = int(cedar.url.rsplit(":", 1)[1])
+    await cedar.runner.cleanup()  # Cedar is down while Alder submits
+    status, sub = await c.call(
+        "POST", alder, f"/api/agenda/{config}/items", {"title": "Bike lanes"}
+    )
+    assert status == 201, sub
+    await agenda_on(c, c.region, config, lambda v: sub["item"] in {i["item"] for i in v["items"]})
+    app = create_app(load_config(data, {"port": port, "allow_private_network": True}))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    cedar.app, cedar.runner = app, runner
+    # Alder's delivery to Cedar failed and waits out its backoff (16 s and more); the
+    # catch-up on start pulls the entry from Alder's outbox well before that
+    started = time.monotonic()
+    held = await until(
+        "Cedar to pull the item it missed",
+        lambda: _holds(c, cedar, config, sub["item"]),
+        timeout=12,
+    )
+    assert held and time.monotonic() - started < 12
+    SEEN["bikes"] = sub["item"]
+
+
+async def _holds(c: Cluster, node: Live, config: str, item: str) -> bool | None:
+    status, view = await c.call("GET", node, f"/api/agenda/{config}")
+    return True if status == 200 and item in {i["item"] for i in view["items"]} else None
+
+
 def _refused(view: dict[str, Any], actor: str, seq: int) -> dict[str, Any] | None:
     return next((r for r in view["rejected"] if (r["actor"], r["seq"]) == (actor, seq)), None)
 
@@ -241,7 +277,11 @@ async def test_misbehaving_chapters_are_refused_and_named(cluster: Cluster) -> N
     # none of them made it onto any agenda
     for node in (c.region, *c.chapters[:3]):
         _, view = await c.call("GET", node, f"/api/agenda/{config}")
-        assert {i["title"] for i in view["items"]} == {"Free transit", "Library hours"}
+        assert {i["title"] for i in view["items"]} == {
+            "Free transit",
+            "Library hours",
+            "Bike lanes",
+        }
 
 
 async def sign_next(node: Live, body: dict[str, Any], skip: int = 0) -> dict[str, Any]:
