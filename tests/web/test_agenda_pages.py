@@ -88,6 +88,11 @@ async def test_submit_sponsor_qualify_and_a_dropped_item_flagged(
             await ana.wait_for_url(alder.at(f"/agenda/{config}"))
             card = " ".join((await ana.inner_text("#items")).split())
             assert "Free transit" in card and "submitted" in card and "1 of 2 sponsor" in card
+            # a form posted without this session's CSRF token is refused, nothing signed
+            forged = await ana.request.post(
+                alder.at(f"/agenda/{config}/items"), form={"title": "Cross-site"}
+            )
+            assert forged.status == 403
             # the submitter has no sponsor button for its own item
             assert await ana.get_by_role("button", name="Sponsor Free transit").count() == 0
 
@@ -130,6 +135,7 @@ async def test_submit_sponsor_qualify_and_a_dropped_item_flagged(
             await lead.get_by_role("button", name="Close the agenda").click()
             await lead.wait_for_url(region.at(f"/agenda/{config}"))
             alert = " ".join((await lead.inner_text("#dropped")).split())
+            assert "Cross-site" not in await lead.inner_text("#items")
             assert "1 item(s) qualified but were never put to a vote" in alert
             assert "Free transit" in alert and "Night buses" not in alert
             for page in (ana, bo):
