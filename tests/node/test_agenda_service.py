@@ -260,19 +260,32 @@ async def test_misbehaving_chapters_are_refused_and_named(cluster: Cluster) -> N
     for node in (c.region, c.chapters[1]):
         r = await refusal_on(c, node, alder.actor, wrong.seq)
         assert r["code"] == "misaddressed" and "addressed to region" in r["reason"]
+    # a malformed one: a title longer than §10.4 allows
+    long_title = {"type": "AgendaSubmission", "region": c.region.actor, "config": config}
+    malformed = await ledger.append({**long_title, "title": "x" * 501})
+    r = await refusal_on(c, c.region, alder.actor, malformed.seq)
+    assert r["code"] == "malformed" and "title" in r["reason"]
+    # a config from a node Alder does not follow as its region (Dogwood, a chapter)
+    rogue = await dogwood.app[SERVICES_KEY].ledger.append(
+        agenda.config_body("Rogue convening", [alder.actor])
+    )
+    r = await refusal_on(c, alder, dogwood.actor, rogue.seq)
+    assert r["code"] == "not_followed" and r["type"] == "AgendaConfig"
+    _, held = await c.call("GET", alder, "/api/agenda")
+    assert [a["convening"] for a in held["items"]] == ["Autumn convening"]
     # a forged one: Alder's name, another key
     forger = keys.SigningKey.from_seed(b"f" * 32)
     forged = chain.make_entry(
         agenda.submission_body(c.region.actor, config, "Forged"),
         actor=alder.actor,
-        seq=wrong.seq + 1,
+        seq=malformed.seq + 1,
         prev="00" * 32,
         key=forger,
         key_id=f"{alder.actor}#ed25519-0",
         published="2026-11-26T15:00:00Z",
     )
     await c.region.app[REGIONAL_KEY].receive(forged)
-    r = await refusal_on(c, c.region, alder.actor, wrong.seq + 1)
+    r = await refusal_on(c, c.region, alder.actor, malformed.seq + 1)
     assert r["code"] == "forged"
     # none of them made it onto any agenda
     for node in (c.region, *c.chapters[:3]):
