@@ -388,3 +388,59 @@ def test_the_audit_ignores_an_item_signed_after_the_close() -> None:
     chapters[0].append(sponsorship_body(REGION, world["config"], entry_digest(late)))
     records = [EntryRecord(entry=e) for c in (region, *chapters) for e in c.entries]
     assert audit_bundle(records).ok  # qualified only by entries signed after the close
+
+
+TIMES = [f"2026-11-26T1{h}:00:00Z" for h in range(5)]
+
+
+def signed_at(body: dict[str, Any], actor: str, seq: int, published: str) -> dict[str, Any]:
+    key = SigningKey.from_seed(actor.encode().ljust(32, b"\0")[:32])
+    return make_entry(
+        body,
+        actor=actor,
+        seq=seq,
+        prev="00" * 32,
+        key=key,
+        key_id=f"{actor}#ed25519-0",
+        published=published,
+    )
+
+
+@given(
+    st.lists(st.sampled_from(TIMES), min_size=3, max_size=3),
+    st.lists(
+        st.tuples(st.sampled_from(range(3)), st.sampled_from(range(5)), st.sampled_from(TIMES))
+    ),
+    st.lists(st.sampled_from(TIMES), max_size=3),
+    st.randoms(use_true_random=False),
+)
+@settings(max_examples=40, deadline=None)
+def test_the_cut_at_the_close_is_independent_of_order(
+    item_times: list[str],
+    sp_picks: list[tuple[int, int, str]],
+    close_times: list[str],
+    rnd: Any,
+) -> None:
+    digest = source(CFG).digest
+    items = [
+        signed_at(submission_body(REGION, digest, f"Item {i}"), CHAPTERS[i], 4, t)
+        for i, t in enumerate(item_times)
+    ]
+    sps = [
+        signed_at(sponsorship_body(REGION, digest, source(items[i]).digest), CHAPTERS[c], 6, t)
+        for i, c, t in sp_picks
+    ]
+    closes = [signed_at(close_body(digest), REGION, 30 + n, t) for n, t in enumerate(close_times)]
+    subs, kept = before_close(items, sps, closes)
+    cut = min(close_times, default="9999")
+    # the rule, restated plainly: signed no later than the earliest close, and a
+    # sponsorship only of an item that counts
+    assert subs == [e for e in items if e["published"] <= cut]
+    counted = {source(e).digest for e in subs}
+    assert kept == [e for e in sps if e["published"] <= cut and e["item"] in counted]
+    agenda = compute_agenda(CFG, subs, kept, [], closed=bool(closes))
+    shuffled = [list(items), list(sps), list(closes)]
+    for part in shuffled:
+        rnd.shuffle(part)
+    subs2, kept2 = before_close(*shuffled)
+    assert compute_agenda(CFG, subs2, kept2, [], closed=bool(closes)) == agenda
