@@ -48,13 +48,19 @@ from node.regional_store import HeldEntry, Question
 from node.storage import Tx
 from protocol import aggregate, ballots, deadlines
 from protocol import tally as protocol_tally
-from protocol.audit_nesting import check_level, level_body, parse_level
+from protocol.audit_nesting import (
+    check_level,
+    decision_lateness,
+    decisions_due,
+    level_body,
+    parse_level,
+)
 from protocol.errors import ProtocolError
 from protocol.nesting import upward_input
 
 log = logging.getLogger("convene.nested")
 
-LEVEL_MARGIN_S = 5  # an upper region waits this much longer for its lower regions
+LEVEL_MARGIN_S = 3  # past decisions_due, for a lower decision published on time to arrive
 
 
 class Nested:
@@ -218,6 +224,9 @@ class Nested:
         if deciding and not await regional_store.is_follower(self._db, region):
             why = f"{region} is not an accepted follower of this region"
             raise RejectedEntry("not_follower", why, actor=region, seq=seq)
+        late = decision_lateness(q.entry, entry)
+        if late is not None:
+            raise RejectedEntry("late", late, actor=region, seq=seq)
         lower = await self._lower_tallies(q, entry)
         try:
             upward_input(upper, entry, lower)
@@ -301,8 +310,15 @@ class Nested:
             for held in await nested_store.held(self._db, q.object_id, "lower")
         ]
 
-    def extra_wait(self, q: Question) -> int:
-        return LEVEL_MARGIN_S if q.level is None else 0
+    async def extra_wait(self, q: Question) -> int:
+        """At the upper level of a proposal with lower regions: until lower decisions
+        are due (protocol/audit_nesting.py ``decisions_due``), and a margin for transit."""
+        if q.level is not None or not await nested_store.held(self._db, q.object_id, "level"):
+            return 0
+        due, tallies = decisions_due(q.entry), q.due_ts
+        if due is None or tallies is None:
+            return LEVEL_MARGIN_S
+        return max(0, int(due.timestamp()) - tallies) + LEVEL_MARGIN_S
 
     async def view(self, q: Question) -> dict[str, Any]:
         lower = await nested_store.held(self._db, q.object_id, "lower")
@@ -337,7 +353,8 @@ class Nested:
         ]
         if q.decision_seq is not None:
             (own,) = await self._ledger.entries(q.decision_seq, 1)
-            pairs.append(upward_input(spec, own))
+            if decision_lateness(q.entry, own) is None:
+                pairs.append(upward_input(spec, own))
         upper = uppers[0]
         try:
             aggregate.verify_decision(

@@ -409,7 +409,7 @@ class Regional:
         # time: wait until that second is over. The region, which decides once, also
         # leaves an on-time tally a moment to arrive; a chapter recomputes if one does.
         wait = 1 + (DECIDE_MARGIN_S if q.region == self._me else 0)
-        wait += 0 if self.nesting is None else self.nesting.extra_wait(q)
+        wait += 0 if self.nesting is None else await self.nesting.extra_wait(q)
         if not everyone and (q.due_ts is None or self._clock() < q.due_ts + wait):
             return
         pairs = [(t.digest, protocol_tally.parse_tally(t.entry)) for t in held] + inputs

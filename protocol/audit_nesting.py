@@ -21,6 +21,11 @@ below follows from the signed entries alone:
 A chapter may stand at one level only (it would otherwise be counted twice), and a
 lower region must be listed by the Question it refines.
 
+A lower decision counts upward only if its signed ``published`` is no later than
+``decisions_due``: ``tallies_due`` plus the Question's own grace once more (the time
+from ``closesAt`` to ``tallies_due``), so the upper region, its chapters and the
+auditor leave out the same late decisions, whenever they arrived.
+
 ``check_decisions`` is what protocol/audit.py runs on a bundle's decisions: the ones
 of a nested proposal are judged here, level by level, and a tampered lower decision
 is named at its own level; the rest go to the plain §8.5 check it is handed.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import msgspec
@@ -43,7 +49,15 @@ from protocol.events import ConveningError, read_body
 from protocol.nesting import level_spec, upward_input
 from protocol.tally import Tally
 
-__all__ = ["Level", "check_decisions", "check_level", "level_body", "parse_level"]
+__all__ = [
+    "Level",
+    "check_decisions",
+    "check_level",
+    "decision_lateness",
+    "decisions_due",
+    "level_body",
+    "parse_level",
+]
 
 
 class Level(msgspec.Struct, frozen=True):
@@ -114,6 +128,37 @@ def check_level(entry: Mapping[str, Any], question_digest: str) -> tuple[Level, 
         raise ConveningError(exc.detail, **where) from None
 
 
+def decisions_due(question: Mapping[str, Any]) -> datetime | None:
+    """When lower decisions of ``question`` are due: ``tallies_due`` plus the time from
+    its close to ``tallies_due``; None (no deadline) without both times."""
+    due, closes = question.get("tallies_due"), question.get("closesAt")
+    if not isinstance(due, str) or not isinstance(closes, str):
+        return None
+    try:
+        end, start = datetime.fromisoformat(due), datetime.fromisoformat(closes)
+        if end.tzinfo is None or start.tzinfo is None:
+            return None
+        return end + max(end - start, timedelta(0))
+    except (ValueError, TypeError):
+        return None  # protocol/deadlines.py names a malformed time where it matters
+
+
+def decision_lateness(question: Mapping[str, Any], decision: Mapping[str, Any]) -> str | None:
+    """Why the lower ``decision`` does not count upward because it is late, or None."""
+    due = decisions_due(question)
+    published = decision.get("published")
+    if due is None:
+        return None
+    try:
+        when = datetime.fromisoformat(str(published))
+        if when.tzinfo is not None and when <= due:
+            return None
+    except ValueError:
+        pass
+    shown = due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"published {published!r:.40}, after lower decisions were due at {shown}"
+
+
 # --- the audit's view -------------------------------------------------------------------
 
 
@@ -178,9 +223,12 @@ def check_decisions(
         proposal = str(entry["proposal"])
         spec, pdigest = specs[proposal]
         pairs = [v for (c, p), v in sorted(tallies.items()) if p == proposal and c in spec.chapters]
+        question = b.by_id.get(proposal, {})
         for (p, region), lower in sorted(lower_first.items()):
             if p != proposal or region not in spec.chapters:
                 continue
+            if decision_lateness(question, lower) is not None:
+                continue  # valid at its own level, too late to count above
             with_tallies = [
                 v for (c, q), v in sorted(tallies.items()) if q == p and c in levels[(p, region)]
             ]

@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.aggregate import aggregate, decision_body
-from protocol.audit_nesting import check_decisions, check_level, level_body, parse_level
+from protocol.audit_nesting import (
+    check_decisions,
+    check_level,
+    decision_lateness,
+    decisions_due,
+    level_body,
+    parse_level,
+)
 from protocol.audit_report import Finding
 from protocol.ballots import (
     ApprovalBallot,
@@ -240,7 +247,9 @@ def key_of(actor: str) -> SigningKey:
     return SigningKey.from_seed(actor.encode()[:32].ljust(32, b"\0"))
 
 
-def signed(actor: str, seq: int, body: dict[str, Any]) -> dict[str, Any]:
+def signed(
+    actor: str, seq: int, body: dict[str, Any], published: str = "2026-11-26T15:00:00Z"
+) -> dict[str, Any]:
     entry = make_entry(
         body,
         actor=actor,
@@ -248,7 +257,7 @@ def signed(actor: str, seq: int, body: dict[str, Any]) -> dict[str, Any]:
         prev="00" * 32,
         key=key_of(actor),
         key_id=f"{actor}#ed25519-0",
-        published="2026-11-26T15:00:00Z",
+        published=published,
     )
     plain: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(entry))
     return plain
@@ -386,3 +395,37 @@ def test_the_audit_checks_each_level_and_names_a_tampered_city_decision() -> Non
     assert any(f.what == "bad_level" and f.actor == CITIES[0] and f.seq == 4 for f in findings)
     # without a Level, the decisions are plain §8.5 ones
     assert plain_seen[-1] == [city_decision, state_decision]
+
+
+def test_a_late_lower_decision_counts_at_its_level_but_not_above() -> None:
+    q = {"closesAt": "2026-11-26T15:00:00Z", "tallies_due": "2026-11-26T15:00:10Z"}
+    assert decisions_due(q) is not None and decisions_due({}) is None
+    assert decisions_due(q).isoformat() == "2026-11-26T15:00:20+00:00"  # type: ignore[union-attr]
+    assert decision_lateness(q, {"published": "2026-11-26T15:00:20Z"}) is None
+    late = decision_lateness(q, {"published": "2026-11-26T15:00:21Z"})
+    assert late is not None and "after lower decisions were due at 2026-11-26T15:00:20Z" in late
+    assert decision_lateness(q, {"published": "soon"}) is not None
+
+    entries, spec, qd, tallies = two_level_bundle()
+    question, level, city_decision, state_decision = entries
+    # the same bundle, but the Question (as the bundle indexes it) has deadlines and the
+    # city decided too late
+    timed = {**question, **q}
+    body = {k: v for k, v in city_decision.items() if k in aggregate_fields(city_decision)}
+    late_city = signed(CITIES[0], 5, body, published="2026-11-26T15:00:30Z")
+    findings: list[Finding] = []
+    ok = check_decisions(
+        Index([timed, level, late_city, state_decision]),
+        {PROPOSAL: (spec, qd)},
+        tallies,
+        findings,
+        lambda *a: [],
+    )
+    # the city's decision still verifies at its level; the state's, which used it, not
+    assert ok == [late_city["id"]]
+    assert [(f.actor, f.what) for f in findings] == [(STATE, "decision_mismatch")]
+
+
+def aggregate_fields(entry: dict[str, Any]) -> set[str]:
+    envelope = {"@context", "id", "actor", "seq", "prev", "published", "proof"}
+    return set(entry) - envelope
