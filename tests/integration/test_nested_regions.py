@@ -36,7 +36,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
         c.region.name = "State"
         c.chapters.insert(0, Node("City", "region", root / "city", free_port(), GRACE))
         await c.create(members_per_chapter=2, start=True)
-        await join(c, node(c, "City"), c.region)
+        await join(c, node(c, "City"), c.region, cli=True)
         await join(c, node(c, "Cedar"), c.region)
         await join(c, node(c, "Alder"), node(c, "City"))
         await join(c, node(c, "Birch"), node(c, "City"))
@@ -47,9 +47,18 @@ def node(c: Cluster, name: str) -> Node:
     return next(n for n in c.nodes if n.name == name)
 
 
-async def join(c: Cluster, follower: Node, region: Node) -> None:
-    status, body = await c.call("POST", follower, "/api/federation/join", {"region": region.url})
-    assert status == 202, body
+async def join(c: Cluster, follower: Node, region: Node, *, cli: bool = False) -> None:
+    if cli:  # `convene join` on the follower's folder; its running node delivers the Follow
+        done = convene(
+            "join", region.url, "--data", str(follower.data), "--allow-private-network", "--json"
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["state"] == "requested"
+    else:
+        status, body = await c.call(
+            "POST", follower, "/api/federation/join", {"region": region.url}
+        )
+        assert status == 202, body
 
     async def accepted() -> bool | None:
         _, seen = await c.call("GET", follower, "/api/federation")
