@@ -135,6 +135,18 @@ async def test_the_audit_of_the_regions_bundle_names_the_dropped_item(
     )
     assert SEEN["rent"] in dropped[0]["why"] and SEEN["config"] in dropped[0]["why"]
     assert len(report["findings"]) == 1  # every signature and link still checks out
+    # the same by URL: the crawl reaches the chapters from the region's chain
+    crawled = subprocess.run(
+        [*CONVENE, "audit", c.region.url, "--allow-private-network", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert crawled.returncode == 1, crawled.stdout + crawled.stderr
+    by_url = json.loads(crawled.stdout)
+    assert [(f["actor"], f["seq"], f["what"]) for f in by_url["findings"]] == [
+        (c.region.actor, SEEN["close_seq"], "agenda_item_dropped")
+    ]
 
 
 async def test_forged_misaddressed_unlisted_and_replayed_entries_are_refused_and_named(
