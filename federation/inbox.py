@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -157,6 +158,10 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc.lower()
 
 
+# An inbox hears from a few hundred actors, each many times: their hosts are cached.
+_actor_host = functools.lru_cache(maxsize=4096)(_host)
+
+
 @dataclass
 class _Pending:
     record: IncomingRecord
@@ -265,7 +270,8 @@ class Inbox:
         actor = actor_id(actor)
         if not isinstance(activity_id, str) or not isinstance(kind, str) or actor is None:
             raise InboxError("an activity needs string 'id', 'type' and 'actor'", code="malformed")
-        if _host(activity_id) != _host(actor) or not _host(actor):
+        actor_host = _actor_host(actor)
+        if not actor_host or _host(activity_id) != actor_host:
             raise InboxError(
                 f"activity {activity_id} is not on the host of its actor {actor}",
                 code="foreign_id",

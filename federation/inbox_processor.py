@@ -117,15 +117,13 @@ class InboxProcessor:
         marks: list[ProcessingMark] = []
         while True:
             try:
-                rows = await self.db.run(_settle_and_fetch, marks, self._clock(), BATCH)
+                rows, nxt = await self.db.run(_settle_and_fetch, marks, self._clock(), BATCH)
                 marks = [await self._process(row) for row in rows]
-                delay = 1.0
-                if not rows:
-                    nxt = await self.db.run(store.next_incoming_due_at)
-                    if nxt is not None:
-                        delay = max(0.01, min(delay, nxt - self._clock()))
-                else:
-                    delay = 0.0
+                # After a batch, go straight back: its outcomes are written by the next
+                # trip, which also takes whatever arrived meanwhile.
+                delay = 0.0 if rows else 1.0
+                if not rows and nxt is not None:
+                    delay = max(0.01, min(delay, nxt - self._clock()))
             except Exception:
                 log.exception("inbox processor failed; retrying")
                 marks, delay = [], 1.0
@@ -161,7 +159,10 @@ class InboxProcessor:
 
 def _settle_and_fetch(
     conn: sqlite3.Connection, marks: list[ProcessingMark], now: float, limit: int
-) -> list[PendingIncoming]:
+) -> tuple[list[PendingIncoming], float | None]:
+    """Write a batch's outcomes, then read the next due rows; when there are none,
+    also when the next retry is due (None: no activity waits)."""
     if marks:
         store.record_processing(conn, marks)
-    return store.due_incoming(conn, now, [], limit)
+    rows = store.due_incoming(conn, now, [], limit)
+    return rows, None if rows else store.next_incoming_due_at(conn)
