@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -153,6 +154,45 @@ async def test_the_audit_of_the_states_url_crawls_every_level(cluster: Cluster) 
     assert report["findings"] == []
     assert report["verified"]["actors"] == 5
     assert (report["verified"]["decisions"], report["verified"]["tallies"]) == (2, 3)
+
+
+async def test_a_city_decision_altered_in_a_bundle_is_named_at_its_level(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    city = node(cluster, "City")
+    # the city's own export: what it holds, its peers' chains completed from outboxes
+    bundle = tmp_path / "city.jsonl"
+    done = convene(
+        "export",
+        "--data",
+        str(city.data),
+        "--out",
+        str(bundle),
+        "--allow-private-network",
+    )
+    assert done.returncode == 0, done.stderr
+    audited = convene("audit", str(bundle), "--json", "--jobs", "1")
+    assert audited.returncode == 0, audited.stdout[-3000:]
+    assert json.loads(audited.stdout)["verified"]["decisions"] == 2
+    # one count of the city's Decision changed after signing
+    lines = bundle.read_bytes().splitlines()
+    for i, line in enumerate(lines):
+        record = json.loads(line)
+        entry = record.get("entry", {})
+        if entry.get("type") == "Decision" and entry.get("actor") == city.actor:
+            entry["counts"]["votes"]["tram"] += 1
+            lines[i] = json.dumps(record).encode()
+            seq = entry["seq"]
+            break
+    else:
+        raise AssertionError("no city Decision in the city's export")
+    bundle.write_bytes(b"\n".join(lines) + b"\n")
+    audited = convene("audit", str(bundle), "--json", "--jobs", "1")
+    assert audited.returncode == 1, audited.stdout[-3000:]
+    findings = json.loads(audited.stdout)["findings"]
+    at_city = {f["what"] for f in findings if (f["actor"], f["seq"]) == (city.actor, seq)}
+    assert "decision_mismatch" in at_city, findings  # named at its own level
+    assert any(f["actor"] == cluster.region.actor for f in findings), findings
 
 
 async def test_an_altered_city_decision_is_refused_and_named(cluster: Cluster) -> None:
