@@ -221,6 +221,18 @@ async def test_an_altered_city_decision_is_refused_and_named(cluster: Cluster) -
     forged = sign_next(node(cluster, "Cedar"), body, rfc3339(time.time()))
     forged = {**forged, "actor": city.actor}
     assert await post_signed(node(cluster, "Cedar"), state, forged) in (400, 401, 403)
+    # a chapter the state lists, posing as a lower region (it signed no Level)
+    cedar = node(cluster, "Cedar")
+    posing = sign_next(cedar, entry_body(honest), rfc3339(time.time()))
+    assert await post_signed(cedar, state, posing) == 202
+
+    async def refused() -> dict[str, Any] | None:
+        view = await cluster.regional(state, proposal["id"])
+        hits = [r for r in view["rejected"] if r["actor"] == cedar.actor]
+        return hits[0] if hits else None
+
+    r = await wait_until("the state to refuse Cedar's decision", refused)
+    assert (r["code"], r["seq"]) == ("not_region", posing["seq"]) and "Level" in r["reason"]
     view = await cluster.regional(state, proposal["id"])
     assert [d["seq"] for d in view["lower_decisions"]] == [row["seq"]]
     assert view["decision"] == SEEN["p"][2]["decision"]
