@@ -23,7 +23,17 @@ from federation.client import FederationClient
 from federation.documents import parse_actor, self_link
 from federation.routes import context_document
 from node.federation_glue import with_follow_service
-from protocol import agenda, ballots, chain, events, member_ballots, multiwinner, timepoll
+from protocol import (
+    agenda,
+    audit_nesting,
+    ballots,
+    chain,
+    events,
+    facilitation,
+    member_ballots,
+    multiwinner,
+    timepoll,
+)
 from protocol.keys import SigningKey
 
 CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
@@ -398,6 +408,12 @@ def test_every_convening_body_field_is_a_context_term() -> None:
         demands_question,
         statement,
         {k: getattr(signed, k) for k in signed.__struct_fields__},
+        agenda.close_body(digest),
+        facilitation.grant_body(chapter, "Spring assembly"),
+        facilitation.revoke_body(digest),
+        facilitation.request_body(region, digest, "propose", {"title": "Rent strike"}),
+        {**demands_question, "requested_by": digest},
+        audit_nesting.level_body(demands_question, digest, [chapter]),
     ]
     assert {"maximumAttendeeCapacity", "event_digest", "seats", "agenda_item"} <= {
         k for b in bodies for k in b
