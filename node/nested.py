@@ -57,6 +57,7 @@ from protocol.audit_nesting import (
 )
 from protocol.errors import ProtocolError
 from protocol.nesting import upward_input
+from protocol.tally import parse_tally
 
 log = logging.getLogger("convene.nested")
 
@@ -227,7 +228,8 @@ class Nested:
         late = decision_lateness(q.entry, entry)
         if late is not None:
             raise RejectedEntry("late", late, actor=region, seq=seq)
-        lower = await self._lower_tallies(q, entry)
+        behind = await self._lower_tallies(q, entry)
+        lower = None if behind is None else [(h.digest, parse_tally(h.entry)) for h in behind]
         try:
             upward_input(upper, entry, lower)
             decision = aggregate.parse_decision(entry)
@@ -240,6 +242,10 @@ class Nested:
             why = f"the decision lists chapters {counted}, its Level at seq {at} {listed}"
             raise RejectedEntry("bad_decision", why, actor=region, seq=seq)
         await self._keep(q.object_id, "lower", held, "decision")
+        if behind:  # the evidence, held like any tally, so this node's export re-checks it
+            async with self._db.write() as tx:
+                for tally in behind:
+                    await regional_store.put_tally(tx, q.object_id, tally, self._clock())
 
     async def _is_region(self, actor_id: str) -> bool:
         try:
@@ -247,11 +253,10 @@ class Nested:
         except FederationError:
             return False
 
-    async def _lower_tallies(
-        self, q: Question, entry: dict[str, Any]
-    ) -> list[tuple[str, protocol_tally.Tally]] | None:
-        """The on-time signed tallies the lower decision names, fetched from its chapters'
-        chains; None (the decision is taken on its signature) unless every one is found."""
+    async def _lower_tallies(self, q: Question, entry: dict[str, Any]) -> list[HeldEntry] | None:
+        """The on-time signed tallies of the lower decision's chapters (each one's first),
+        fetched from their chains; None (the decision is taken on its signature) unless
+        every tally it names is among them. One it left out is then found out too."""
         if q.region != self._me or q.level is not None:
             return None
         try:
@@ -260,24 +265,28 @@ class Nested:
             return None  # upward_input names it
         due = deadlines.tallies_due(q.entry, grace_s=self._grace)
         named = set(decision.tallies)
-        found: list[tuple[str, protocol_tally.Tally]] = []
+        found: list[HeldEntry] = []
         actors = self._app[ACTORS_KEY]
-        for chapter in (c.chapter for c in decision.chapters if c.tally is not None):
+        for chapter in (c.chapter for c in decision.chapters):
             try:
                 chain = await actors.chain(await actors.get(chapter))
             except (FederationError, ProtocolError) as exc:
                 log.info("tallies of %s out of reach: %s", chapter, exc)
-                return None
+                if any(c.chapter == chapter and c.tally for c in decision.chapters):
+                    return None
+                continue
             for tally in chain:
                 if tally.get("type") != "Tally" or tally.get("proposal") != q.object_id:
                     continue
                 try:
-                    _, _, digest = await self._regional.verified(tally)
-                except RejectedEntry:
+                    author, seq, digest = await self._regional.verified(tally)
+                    parse_tally(tally)
+                except (RejectedEntry, ProtocolError):
                     continue
-                if digest in named and deadlines.tally_lateness(due, tally) is None:
-                    found.append((digest, protocol_tally.parse_tally(tally)))
-        return found if {d for d, _ in found} >= named else None
+                if author == chapter and deadlines.tally_lateness(due, tally) is None:
+                    found.append(HeldEntry(chapter, seq, digest, tally))
+                    break  # a chapter's first tally of the proposal is the one (§8.4)
+        return found if {h.digest for h in found} >= named else None
 
     async def on_tally(self, entry: dict[str, Any], q: Question) -> bool:
         """At a lower region, a tally of an upper-level chapter: held to verify the upper

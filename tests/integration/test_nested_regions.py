@@ -160,7 +160,21 @@ async def test_a_city_decision_altered_in_a_bundle_is_named_at_its_level(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     city = node(cluster, "City")
-    # the city's own export: what it holds, its peers' chains completed from outboxes
+    # the state's own export holds the city's chapters' tallies it recomputed the city's
+    # decision from, so it re-checks both levels alone (chains completed from outboxes)
+    state_bundle = tmp_path / "state.jsonl"
+    done = convene(
+        "export",
+        "--data",
+        str(cluster.region.data),
+        "--out",
+        str(state_bundle),
+        "--allow-private-network",
+    )
+    assert done.returncode == 0, done.stderr
+    audited = convene("audit", str(state_bundle), "--json", "--jobs", "1")
+    assert audited.returncode == 0, audited.stdout[-3000:]
+    # and so does the city's
     bundle = tmp_path / "city.jsonl"
     done = convene(
         "export",
