@@ -115,57 +115,125 @@ def store_incoming(
     entries for one seq share it): that entry is kept, ``equivocation`` set. A chain
     entry whose (actor, seq) already holds a different digest is stored too, marked
     as equivocation evidence, and its activity is kept in state ``evidence``.
+
+    The common batch, every id new and no entry meeting another digest of its
+    (actor, seq), is written in three statements whatever its size
+    (:func:`_store_all_new`); any other batch is rolled back and stored one record
+    at a time. Few statements matter more than few rows here: this runs on a thread
+    beside a busy event loop, and each statement costs a wait for the GIL.
     """
-    out: list[StoreOutcome] = []
     try:
-        for rec in batch:
-            # The common case (a new id) costs one statement; only a known id reads back.
-            inserted = conn.execute(
-                "INSERT OR IGNORE INTO fed_incoming (activity_id, body_digest, actor, type,"
-                " body, state, attempts, next_attempt_at, received_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
-                (
-                    rec.activity_id,
-                    rec.body_digest,
-                    rec.actor,
-                    rec.type,
-                    rec.body,
-                    rec.state,
-                    now,
-                    now,
-                ),
-            ).rowcount
-            if not inserted:
-                row = conn.execute(
-                    "SELECT body_digest, body FROM fed_incoming WHERE activity_id = ?",
-                    (rec.activity_id,),
-                ).fetchone()
-                if row[0] == rec.body_digest or (
-                    rec.entry is not None and _is_evidence(conn, rec.entry)
-                ):
-                    out.append(StoreOutcome("duplicate", False, row[1]))
-                    continue
-                # A bare entry's activity id is the entry's id, so a second signed
-                # entry for one seq arrives under a known id: it is kept if it proves
-                # an equivocation, and nothing else of a replay is stored.
-                caught = rec.entry is not None and _keep_evidence(conn, rec, now)
-                out.append(StoreOutcome("conflict", caught, row[1]))
-                continue
-            equivocation = False
-            e = rec.entry
-            if e is not None and _insert_entry(conn, e, rec.activity_id, now):
-                equivocation = _other_digest(conn, e)
-                if equivocation:
-                    _mark_equivocation(conn, e, now)
-                    conn.execute(
-                        "UPDATE fed_incoming SET state = ? WHERE activity_id = ?",
-                        (EVIDENCE, rec.activity_id),
-                    )
-            out.append(StoreOutcome("new", equivocation))
+        out = _store_all_new(conn, batch, now)
+        if out is None:
+            conn.rollback()
+            out = _store_each(conn, batch, now)
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
+    return out
+
+
+# Rows per multi-row INSERT: 8 parameters each stays far below SQLite's limit of
+# 32,766 bound parameters per statement.
+_CHUNK = 256
+
+
+def _store_all_new(
+    conn: sqlite3.Connection, batch: Sequence[IncomingRecord], now: float
+) -> list[StoreOutcome] | None:
+    """Insert the batch as new records; None when one of them is not (a known id, a
+    repeated id, an entry whose (actor, seq) holds another digest), and the caller
+    must roll back and take the batch one record at a time."""
+    for i in range(0, len(batch), _CHUNK):
+        part = batch[i : i + _CHUNK]
+        values: list[object] = []
+        for r in part:
+            values += (r.activity_id, r.body_digest, r.actor, r.type, r.body, r.state, now, now)
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO fed_incoming (activity_id, body_digest, actor, type,"
+            " body, state, attempts, next_attempt_at, received_at) VALUES "
+            + ",".join(["(?, ?, ?, ?, ?, ?, 0, ?, ?)"] * len(part)),
+            values,
+        ).rowcount
+        if inserted != len(part):
+            return None
+        held = [r for r in part if r.entry is not None]
+        if not held:
+            continue
+        values = []
+        keys: list[object] = []
+        for r in held:
+            e = r.entry
+            assert e is not None
+            values += (e.actor, e.seq, e.digest, e.body, r.activity_id, now)
+            keys += (e.actor, e.seq)
+        conn.execute(
+            "INSERT OR IGNORE INTO fed_entry (actor, seq, digest, body, activity_id,"
+            " received_at) VALUES " + ",".join(["(?, ?, ?, ?, ?, ?)"] * len(held)),
+            values,
+        )
+        # Two digests now held for one of these (actor, seq): an equivocation, new or
+        # already known, which the one-by-one path tells apart.
+        clash = conn.execute(
+            "SELECT 1 FROM fed_entry WHERE (actor, seq) IN (VALUES "
+            + ",".join(["(?, ?)"] * len(held))
+            + ") GROUP BY actor, seq HAVING COUNT(*) > 1 LIMIT 1",
+            keys,
+        ).fetchone()
+        if clash is not None:
+            return None
+    return [StoreOutcome("new") for _ in batch]
+
+
+def _store_each(
+    conn: sqlite3.Connection, batch: Sequence[IncomingRecord], now: float
+) -> list[StoreOutcome]:
+    out: list[StoreOutcome] = []
+    for rec in batch:
+        # The common case (a new id) costs one statement; only a known id reads back.
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO fed_incoming (activity_id, body_digest, actor, type,"
+            " body, state, attempts, next_attempt_at, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+            (
+                rec.activity_id,
+                rec.body_digest,
+                rec.actor,
+                rec.type,
+                rec.body,
+                rec.state,
+                now,
+                now,
+            ),
+        ).rowcount
+        if not inserted:
+            row = conn.execute(
+                "SELECT body_digest, body FROM fed_incoming WHERE activity_id = ?",
+                (rec.activity_id,),
+            ).fetchone()
+            if row[0] == rec.body_digest or (
+                rec.entry is not None and _is_evidence(conn, rec.entry)
+            ):
+                out.append(StoreOutcome("duplicate", False, row[1]))
+                continue
+            # A bare entry's activity id is the entry's id, so a second signed
+            # entry for one seq arrives under a known id: it is kept if it proves
+            # an equivocation, and nothing else of a replay is stored.
+            caught = rec.entry is not None and _keep_evidence(conn, rec, now)
+            out.append(StoreOutcome("conflict", caught, row[1]))
+            continue
+        equivocation = False
+        e = rec.entry
+        if e is not None and _insert_entry(conn, e, rec.activity_id, now):
+            equivocation = _other_digest(conn, e)
+            if equivocation:
+                _mark_equivocation(conn, e, now)
+                conn.execute(
+                    "UPDATE fed_incoming SET state = ? WHERE activity_id = ?",
+                    (EVIDENCE, rec.activity_id),
+                )
+        out.append(StoreOutcome("new", equivocation))
     return out
 
 
