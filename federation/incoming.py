@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiosqlite
+import msgspec
 
 # Incoming states: stored and waiting for its handler, handled, no handler for its
 # type (accepted and ignored, as ActivityPub expects), handler kept failing,
@@ -295,15 +296,22 @@ class PendingIncoming:
 def due_incoming(
     conn: sqlite3.Connection, now: float, exclude_ids: Sequence[str], limit: int
 ) -> list[PendingIncoming]:
+    """The activities waiting for their handler and due by ``now``, oldest first."""
     marks = ",".join("?" * len(exclude_ids))
     skip = f" AND activity_id NOT IN ({marks})" if exclude_ids else ""
-    rows = conn.execute(
-        "SELECT activity_id, type, body, attempts FROM fed_incoming"
+    # One result row for the whole batch (bodies hex-encoded, so every byte comes back
+    # as stored): each row read is a wait for the GIL beside the busy event loop. The
+    # aggregate's order is not SQL's promise, so the rows are sorted again here.
+    (packed,) = conn.execute(
+        "SELECT json_group_array(json_array(next_attempt_at, rowid, activity_id, type,"
+        " hex(body), attempts)) FROM (SELECT rowid, * FROM fed_incoming"
         f" WHERE state = 'received' AND next_attempt_at <= ?{skip}"
-        " ORDER BY next_attempt_at LIMIT ?",
+        " ORDER BY next_attempt_at, rowid LIMIT ?)",
         (now, *exclude_ids, limit),
-    ).fetchall()
-    return [PendingIncoming(*row) for row in rows]
+    ).fetchone()
+    rows = msgspec.json.decode(packed, type=list[tuple[float, int, str, str, str, int]])
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [PendingIncoming(a, t, bytes.fromhex(body), n) for _, _, a, t, body, n in rows]
 
 
 def next_incoming_due_at(conn: sqlite3.Connection) -> float | None:
@@ -332,11 +340,19 @@ def record_processing(conn: sqlite3.Connection, marks: Sequence[ProcessingMark])
     # as a crash just before this commit, and no acknowledged activity is lost.
     conn.execute("PRAGMA synchronous=NORMAL")
     try:
-        conn.executemany(
-            "UPDATE fed_incoming SET state = ?, attempts = ?, next_attempt_at = ?,"
-            " last_error = ? WHERE activity_id = ?",
-            [(m.state, m.attempts, m.next_attempt_at, m.error, m.activity_id) for m in marks],
-        )
+        # One statement per chunk rather than one per mark (the GIL again).
+        for i in range(0, len(marks), _CHUNK):
+            part = marks[i : i + _CHUNK]
+            values: list[object] = []
+            for m in part:
+                values += (m.activity_id, m.state, m.attempts, m.next_attempt_at, m.error)
+            conn.execute(
+                "UPDATE fed_incoming SET state = v.column2, attempts = v.column3,"
+                " next_attempt_at = v.column4, last_error = v.column5 FROM (VALUES "
+                + ",".join(["(?, ?, ?, ?, ?)"] * len(part))
+                + ") AS v WHERE fed_incoming.activity_id = v.column1",
+                values,
+            )
         conn.commit()
     except BaseException:
         conn.rollback()
