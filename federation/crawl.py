@@ -3,16 +3,16 @@
 Theory of operation. ``convene audit URL`` audits live nodes the way it audits an
 exported file, so this module only *gathers* records; protocol/audit.py judges them.
 From the starting URL it fetches the actor document (ActivityPub §3.2: GET with the
-activity media types; a node's base URL answers with its actor), walks its outbox
-(an ``OrderedCollection``, paged with ``first``/``next``, oldest entry first, as
+activity media types; a node's base URL answers with its actor), walks its outbox (an
+``OrderedCollection``, paged with ``first``/``next``, oldest entry first, as
 docs/protocol.md §5 says the chain is served), and then does the same for every actor
 the chain names: the followers of ``Accept`` entries, the chapters a regional proposal
 lists and a decision counts, and the authors of entries that tallies, decisions and
-proposals refer to by id (``{actor}/entries/{seq}``), and the chapters a lower
-region's ``Level`` names (§10.6). Two hops from the start reach every chapter of a
-region and, from a chapter, its region and the region's other chapters; each level of
-nesting (state → city → chapter) adds one, so the bound is four: a state's cities'
-neighbourhood regions' chapters.
+proposals refer to by id (``{actor}/entries/{seq}``), the chapters a lower region's
+``Level`` names (§10.6), and the facilitators a region granted (§10.7). Two hops from
+the start reach every chapter of a region and, from a chapter, its region and the
+region's other chapters; each level of nesting (state → city → chapter) adds one, so the
+bound is four: a state's cities' neighbourhood regions' chapters.
 
 Everything fetched is hostile until the audit says otherwise, so every bound is
 explicit: the client bounds each answer's bytes and time; here the number of actors,
@@ -180,6 +180,10 @@ def _named_actors(chain: list[dict[str, Any]], own: str) -> list[str]:
         follower = entry.get("follower")
         if entry.get("type") == "Accept" and isinstance(follower, str):
             found.append(follower)
+        # a partner facilitator's chain holds the requests the region cites (§10.7)
+        facilitator = entry.get("facilitator")
+        if entry.get("type") == "FacilitatorGrant" and isinstance(facilitator, str):
+            found.append(facilitator)
         # a regional proposal lists its chapters; a decision names each one it counted;
         # a lower region's Level names the chapters of its level
         chapters = entry.get("chapters")

@@ -168,6 +168,15 @@ async def test_the_region_export_audits_clean(cluster: Cluster, tmp_path: Path) 
     assert report["ok"] and report["verified"]["decisions"] >= 1
 
 
+async def test_the_region_audited_by_url_reaches_the_partner(cluster: Cluster) -> None:
+    # The crawl follows the grant to the facilitator's chain, where the cited request is.
+    audited = convene("audit", cluster.region.url, "--allow-private-network", "--json")
+    assert audited.returncode == 0, audited.stdout[-3000:] + audited.stderr
+    report = msgspec.json.decode(audited.stdout)
+    assert report["ok"], report["findings"]
+    assert report["verified"]["actors"] == len(cluster.nodes)
+
+
 async def test_a_replayed_request_opens_nothing_twice(cluster: Cluster) -> None:
     region, helper = cluster.region, partner(cluster)
     status, answer = await post_answered(helper, region, SEEN["request"])
