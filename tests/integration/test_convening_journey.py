@@ -1,0 +1,314 @@
+"""A whole regional convening, end to end, between real `convene serve` processes on
+loopback, each with its own SQLite file (issue 10, "Tests and pages"; docs/protocol.md
+§10): a state region; a city region that follows it; three chapters (Alder, Birch,
+Cedar) that follow the city, with two members each.
+
+In order, on one cluster: the city runs a time poll and schedules the convening from
+it; members RSVP and each chapter signs its attendance; the chapters put items on the
+city's agenda and co-sponsor them; the city votes the qualified item as a list of
+demands; the city closes the agenda with nothing dropped; the state asks its own list
+of demands through the city (nested); and `convene audit` of the state's and the
+city's URLs finds everything valid. Every expectation is derived from what the
+members did (their ballots and answers), or compared across nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from node.clock import rfc3339
+from node.demo import Cluster, Node, free_port, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+GRACE = 5  # seconds after close that tallies still count (--regional-grace-s)
+CLOSES_IN = 5  # seconds a vote stays open: time for three chapters to open it and vote
+CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
+CHAPTERS = ["Alder", "Birch", "Cedar"]
+SLOTS = [
+    "2030-06-06T17:00:00Z/2030-06-06T20:00:00Z",
+    "2030-06-07T10:00:00Z/2030-06-07T13:00:00Z",
+    "2030-06-08T14:00:00Z/2030-06-08T17:00:00Z",
+]
+# Each member marks the slots they can attend on their own chapter.
+AVAILABLE = {
+    "Alder": [[SLOTS[0], SLOTS[1]], [SLOTS[1]]],
+    "Birch": [[SLOTS[2]], [SLOTS[1], SLOTS[2]]],
+    "Cedar": [[SLOTS[1]], [SLOTS[0]]],
+}
+ANSWERS = {
+    "Alder": ["going", "going"],
+    "Birch": ["going", "maybe"],
+    "Cedar": ["not going", "going"],
+}
+CAPACITY = 5
+DEMANDS = ["rent cap", "night buses", "clinic", "library"]
+APPROVALS = {  # the city's list of demands, voted on the chapters
+    "Alder": [["rent cap", "clinic"], ["rent cap", "night buses"]],
+    "Birch": [["rent cap"], ["clinic", "library"]],
+    "Cedar": [["clinic", "rent cap"], ["night buses"]],
+}
+STATE_APPROVALS = {  # the state's list, voted on the same chapters through the city
+    "Alder": [["housing"], ["housing", "transit"]],
+    "Birch": [["transit", "schools"], ["housing"]],
+    "Cedar": [["schools"], ["housing", "schools"]],
+}
+SEEN: dict[str, Any] = {}
+
+
+def convene(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CONVENE, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def node(c: Cluster, name: str) -> Node:
+    return next(n for n in c.nodes if n.name == name)
+
+
+def chapters(c: Cluster) -> list[Node]:
+    return [node(c, name) for name in CHAPTERS]
+
+
+async def follow(c: Cluster, follower: Node, region: Node, *, cli: bool = False) -> None:
+    """`follower` follows `region` (by `convene join` on its folder, or the API) and the
+    region accepted it."""
+    if cli:  # the follower's running node delivers the Follow the command recorded
+        done = convene(
+            "join", region.url, "--data", str(follower.data), "--allow-private-network", "--json"
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["state"] == "requested"
+    else:
+        status, body = await c.call(
+            "POST", follower, "/api/federation/join", {"region": region.url}
+        )
+        assert status == 202, body
+
+    async def accepted() -> bool | None:
+        _, seen = await c.call("GET", follower, "/api/federation")
+        ok = any(
+            f["state"] == "accepted" and f["region"] == region.actor for f in seen["following"]
+        )
+        return True if ok else None
+
+    await wait_until(f"{region.name} to accept {follower.name}", accepted, timeout=60)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    root = tmp_path_factory.mktemp("journey")
+    async with Cluster(root, CHAPTERS, grace_s=GRACE) as c:
+        c.region.name = "State"
+        c.chapters.insert(0, Node("City", "region", root / "city", free_port(), GRACE))
+        await c.create(members_per_chapter=2, start=True)
+        city = node(c, "City")
+        await follow(c, city, c.region, cli=True)
+        for ch in chapters(c):
+            await follow(c, ch, city)
+        yield c
+
+
+async def propose(c: Cluster, region: Node, **fields: Any) -> dict[str, Any]:
+    body = {"closes_at": rfc3339(time.time() + CLOSES_IN), "scope": "regional", **fields}
+    status, view = await c.call("POST", region, "/api/proposals", body)
+    assert status == 201, view
+    return dict(view)
+
+
+async def vote_approvals(
+    c: Cluster, object_id: str, picks: dict[str, list[list[str]]]
+) -> dict[str, str]:
+    """Every chapter's members approve `picks` on their own node; the local ids."""
+    local = {ch.name: await c.adopted(ch, object_id, timeout=40) for ch in chapters(c)}
+    for ch in chapters(c):
+        await c.vote(ch, local[ch.name], [{"choices": p} for p in picks[ch.name]])
+    return local
+
+
+def approvals(picks: dict[str, list[list[str]]]) -> Counter[str]:
+    return Counter(option for ballots in picks.values() for b in ballots for option in b)
+
+
+# -- 1. the date, by a time poll -------------------------------------------------------
+
+
+async def test_the_city_schedules_the_convening_by_a_time_poll(cluster: Cluster) -> None:
+    c, city = cluster, node(cluster, "City")
+    poll = await propose(c, city, title="When do we meet?", method="approval", options=SLOTS)
+    await vote_approvals(c, poll["object_id"], AVAILABLE)
+    await c.settled(city, poll["id"], timeout=60)
+    # the slot most members can attend, counted from what they marked
+    ((best, _),) = approvals(AVAILABLE).most_common(1)
+    assert sorted(approvals(AVAILABLE).values())[-2] < approvals(AVAILABLE)[best]
+
+    body = {"name": "City convening", "from_poll": poll["id"], "location": "Union hall"}
+    status, ev = await c.call("POST", city, "/api/events", {**body, "capacity": CAPACITY})
+    assert status == 201, ev
+    assert f"{ev['start']}/{ev['end']}" == best
+    assert set(ev["chapters"]) == {ch.actor for ch in chapters(c)}
+    for ch in chapters(c):
+
+        async def held(n: Node = ch) -> dict[str, Any] | None:
+            status, view = await c.call("GET", n, f"/api/events/{ev['id']}")
+            return dict(view) if status == 200 else None
+
+        seen = await wait_until(f"{ch.name} to hold the convening", held, timeout=40)
+        assert (seen["digest"], seen["host"]) == (ev["digest"], city.actor)
+        assert (seen["start"], seen["end"], seen["can_report"]) == (ev["start"], ev["end"], True)
+    SEEN["event"] = ev
+
+
+async def test_members_rsvp_and_the_city_sums_signed_attendance(cluster: Cluster) -> None:
+    c, city, ev = cluster, node(cluster, "City"), SEEN["event"]
+    for ch in chapters(c):
+        for member, answer in zip(ch.members, ANSWERS[ch.name], strict=True):
+            path = f"/api/events/{ev['id']}/rsvp"
+            status, view = await c.call("POST", ch, path, {"answer": answer}, member["token"])
+            assert status == 200, view
+        status, signed = await c.call("POST", ch, f"/api/events/{ev['id']}/attendance")
+        assert status == 201, signed
+
+    async def summed(n: Node) -> dict[str, Any] | None:
+        _, view = await c.call("GET", n, f"/api/events/{ev['id']}")
+        rows = view["attendance"]["chapters"]
+        return dict(view["attendance"]) if all(r["entry"] for r in rows) else None
+
+    total = await wait_until("the city to hold three counts", lambda: summed(city), 40)
+    by_chapter = {r["chapter"]: r for r in total["chapters"]}
+    for ch in chapters(c):
+        said = Counter(ANSWERS[ch.name])
+        row = by_chapter[ch.actor]
+        assert (row["going"], row["maybe"], row["not_going"]) == (
+            said["going"],
+            said["maybe"],
+            said["not going"],
+        ), ch.name
+        assert row["members"] == 1 + len(ch.members)  # the organizer and the members
+    everyone = Counter(a for said in ANSWERS.values() for a in said)
+    assert (total["going"], total["maybe"]) == (everyone["going"], everyone["maybe"])
+    assert total["capacity"] == CAPACITY
+    assert total["remaining"] == CAPACITY - everyone["going"]
+    assert total["over_capacity"] is (everyone["going"] > CAPACITY)
+    for ch in chapters(c):  # every chapter holds every count and sums it alike
+        seen = await wait_until(f"{ch.name} to hold three counts", lambda n=ch: summed(n), 40)
+        assert seen == total
+
+
+# -- 2. the agenda, bottom up ----------------------------------------------------------
+
+
+async def agenda_on(c: Cluster, n: Node, check: Any, what: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        status, view = await c.call("GET", n, f"/api/agenda/{SEEN['config']}")
+        return dict(view) if status == 200 and check(view) else None
+
+    return await wait_until(f"{n.name}: {what}", probe, timeout=40)
+
+
+async def test_chapters_put_items_on_the_agenda_and_co_sponsor_them(cluster: Cluster) -> None:
+    c, city = cluster, node(cluster, "City")
+    alder, birch, _ = chapters(c)
+    # two of the three chapters must stand behind an item
+    body = {"convening": "City convening", "min_share": "2/3"}
+    status, cfg = await c.call("POST", city, "/api/agenda", body)
+    assert status == 201, cfg
+    assert sorted(cfg["chapters"]) == sorted(ch.actor for ch in chapters(c))
+    assert cfg["needed"] == 2
+    SEEN["config"] = cfg["config"]
+    await agenda_on(c, alder, lambda v: True, "the config")
+    items = {}
+    for title in ("Rent caps", "Night buses"):
+        path = f"/api/agenda/{SEEN['config']}/items"
+        status, sub = await c.call("POST", alder, path, {"title": title, "summary": f"{title}!"})
+        assert status == 201, sub
+        items[title] = sub["item"]
+    await agenda_on(c, birch, lambda v: len(v["items"]) == 2, "both items")
+    path = f"/api/agenda/{SEEN['config']}/items/{items['Rent caps']}/sponsor"
+    status, sp = await c.call("POST", birch, path)
+    assert status == 201, sp
+
+    def settled(v: dict[str, Any]) -> bool:
+        return len(v["items"]) == 2 and v["items"][0]["status"] == "qualified"
+
+    views = [await agenda_on(c, n, settled, "the qualified item") for n in [city, *chapters(c)]]
+    for v in views:  # every node computes the same agenda from the same signed entries
+        assert [{k: i[k] for k in i if k != "proposal"} for i in v["items"]] == [
+            {k: i[k] for k in i if k != "proposal"} for i in views[0]["items"]
+        ]
+        assert (v["needed"], v["closed"], v["dropped"]) == (2, False, [])
+    top, other = views[0]["items"]
+    assert (top["item"], top["title"], top["chapter"]) == (
+        items["Rent caps"],
+        "Rent caps",
+        alder.actor,
+    )
+    assert top["sponsors"] == sorted([alder.actor, birch.actor])
+    assert (other["item"], other["status"]) == (items["Night buses"], "submitted")
+    assert other["sponsors"] == [alder.actor]  # one chapter of the two needed
+    SEEN["items"] = items
+
+
+# -- 3. the qualified item, voted as a list of demands ---------------------------------
+
+
+def expected_list(picks: dict[str, list[list[str]]], seats: int) -> tuple[list[str], list[int]]:
+    """The options approved by anyone, most approvals first, and the adopted ones
+    (the ballots are chosen with no tie at the cut)."""
+    counted = approvals(picks).most_common()
+    assert counted[seats - 1][1] > counted[seats][1]
+    return [o for o, _ in counted], [n for _, n in counted]
+
+
+async def test_the_city_votes_the_item_as_a_list_of_demands(cluster: Cluster) -> None:
+    c, city = cluster, node(cluster, "City")
+    item = SEEN["items"]["Rent caps"]
+    proposal = await propose(
+        c,
+        city,
+        title="Our demands to the city council",
+        method="approval",
+        options=DEMANDS,
+        seats=2,
+        agenda_item=item,
+    )
+    assert (proposal["seats"], proposal["agenda_item"]) == (2, item)
+    local = await vote_approvals(c, proposal["object_id"], APPROVALS)
+    decided = await c.settled(city, proposal["id"], timeout=60)
+    _, view = await c.call("GET", city, f"/api/proposals/{proposal['id']}")
+    demands = view["demands"]
+    order, support = expected_list(APPROVALS, 2)
+    assert demands["result"] == "complete" and demands["adopted"] == order[:2]
+    assert [d["option"] for d in demands["items"]] == order
+    assert [d["support"] for d in demands["items"]] == support
+    assert decided["decision"]["reporting"] == len(CHAPTERS)  # pooled from every tally
+    for ch in chapters(c):  # each chapter reads the same list off the same tallies
+        await c.settled(ch, local[ch.name], timeout=60)
+        _, seen = await c.call("GET", ch, f"/api/proposals/{local[ch.name]}")
+        assert seen["verification"] == "verified" and seen["demands"] == demands, ch.name
+        assert seen["decision"]["tallies"] == decided["decision"]["tallies"]
+    for n in [city, *chapters(c)]:  # the item is voted on every node's agenda
+        v = await agenda_on(c, n, lambda v: v["items"][0]["status"] == "voted", "the vote")
+        assert v["items"][0]["item"] == item
+    SEEN["demands"] = (proposal, local, demands)
+
+
+async def test_the_city_closes_the_agenda_and_drops_nothing(cluster: Cluster) -> None:
+    c, city = cluster, node(cluster, "City")
+    status, view = await c.call("POST", city, f"/api/agenda/{SEEN['config']}/close")
+    assert status == 200, view
+    assert view["closed"] is True and view["dropped"] == []
+    statuses = {"Rent caps": "voted", "Night buses": "submitted"}  # the latter never qualified
+    for n in [city, *chapters(c)]:
+        seen = await agenda_on(c, n, lambda v: v["closed"], "the close")
+        assert seen["dropped"] == []
+        assert {i["title"]: i["status"] for i in seen["items"]} == statuses
