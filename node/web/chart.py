@@ -213,7 +213,8 @@ def tally_chart(
     winners: Sequence[str] = (),
     *,
     tie: bool = False,
+    word: str = "winner",
 ) -> Markup:
-    """The chart for a tally of `method`; `winners` are marked "winner" (or "tied")."""
-    word = "tied" if tie else "winner"
+    """The chart for a tally of `method`; `winners` are marked `word` (or "tied")."""
+    word = "tied" if tie else word
     return _BY_METHOD[method](options, counts, dict.fromkeys(winners, word))

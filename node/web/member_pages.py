@@ -292,9 +292,13 @@ def results_context(p: ProposalView) -> dict[str, Any]:
         adopted = list_of_demands["d"].adopted
         if context["regional"] is not None:
             counts = context["regional"].counts
-            context["region_chart"] = tally_chart(p.method, p.options, counts, adopted)
+            context["region_chart"] = tally_chart(
+                p.method, p.options, counts, adopted, word="adopted"
+            )
         elif tally is not None:
-            context["chart"] = tally_chart(p.method, p.options, tally.counts, adopted)
+            context["chart"] = tally_chart(
+                p.method, p.options, tally.counts, adopted, word="adopted"
+            )
     return context
 
 

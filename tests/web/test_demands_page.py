@@ -86,6 +86,9 @@ async def test_choose_three_with_a_tie_at_the_cut(
         ["3 (tie)", DEMANDS[3], "2 approvals", "Tied: not decided"],
     ]
     assert await org.inner_text("#unsupported") == f"No support: {DEMANDS[4]}."
+    # The chart marks adopted demands as adopted: a list of demands has no "winner".
+    chart = await org.locator("svg").first.inner_html()
+    assert "4 votes adopted" in chart and "winner" not in chart
     await shot(org, "demands")
     assert (ARTIFACTS / "demands.png").stat().st_size > 10_000
 
