@@ -8,10 +8,9 @@ by protocol/ballots.py, gets a 32-byte nonce from the OS, and its receipt commit
 the member to it; a member may cast again until close and the last ballot counts.
 In a secret vote the nonce is handed back and never stored, so the receipt in the
 database and in the tree says nothing about the choice to anyone but the member.
-Closing, in one transaction: keep each current member's last ballot, count them
-with protocol/counting.py, fold the roster from the chain, and append the signed
-`Tally`; a local proposal is decided at once (a `Decision` entry too), a regional
-one waits for the region's decision (see `record_decision`).
+Closing counts and signs in one transaction (node/proposal_tally.py); a regional
+proposal then waits for the region's decision (see `record_decision`). The lifecycle
+table is node/proposal_lifecycle.py.
 """
 
 from __future__ import annotations
@@ -25,13 +24,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from node import (
-    chain_store,
-    member_key_store,
-    member_keys,
-    proposal_store,
-    regional_store,
-)
+from node import member_key_store, member_keys, proposal_store, proposal_tally
 from node.ballot_box import BallotBox, PendingBallot
 from node.clock import Clock, parse_rfc3339, rfc3339
 from node.errors import BadRequest, Conflict, NotFound
@@ -48,9 +41,9 @@ from node.proposal_forms import (
     terms_of_question,
     view_of,
 )
+from node.proposal_lifecycle import next_status as next_status  # node/regional.py imports it here
 from node.storage import Database, Row, Tx
-from protocol import ballots, counting, multiwinner, roster
-from protocol import tally as protocol_tally
+from protocol import ballots
 from protocol.errors import BallotError
 
 log = logging.getLogger("convene.proposals")
@@ -61,13 +54,6 @@ PROPOSAL_MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE proposals ADD COLUMN terms TEXT",
 )
 
-# (state, event) → next state. The only place a proposal's status changes.
-TRANSITIONS: dict[tuple[str, str], str] = {
-    ("draft", "open"): "open",
-    ("open", "close"): "closed",
-    ("closed", "decide"): "decided",
-}
-
 
 class RegionalHook(Protocol):
     """What node/regional.py adds to a region's regional proposals (set at app setup)."""
@@ -75,13 +61,6 @@ class RegionalHook(Protocol):
     async def default_chapters(self) -> list[str]: ...
 
     def question_terms(self, closes_at: str | None) -> dict[str, Any]: ...
-
-
-def next_status(proposal_id: str, status: str, event: str) -> str:
-    try:
-        return TRANSITIONS[(status, event)]
-    except KeyError:
-        raise Conflict(f"proposal {proposal_id} is {status}; it cannot {event}") from None
 
 
 class Proposals:
@@ -108,31 +87,8 @@ class Proposals:
         if view.status not in ("closed", "decided"):
             return view
         signed, custodial = await member_key_store.signed_counts(self._db, proposal_id)
-        demands = await self._demands(row, view)
+        demands = await proposal_tally.demands(self._db, row, self._spec(row), view)
         return msgspec.structs.replace(view, signed=signed, custodial=custodial, demands=demands)
-
-    async def _demands(self, row: Row, view: ProposalView) -> multiwinner.DemandList | None:
-        """The list of demands, from the same signed tallies as the decision (§10.5)."""
-        if view.seats is None or view.object_id is None:
-            return None
-        spec = self._spec(row)
-        if spec.scope == "local":
-            if row["tally"] is None:
-                return None
-            tally = protocol_tally.parse_tally(msgspec.json.decode(row["tally"]))
-            return multiwinner.rank_demands(
-                spec, view.seats, tally.counts, tally.cast, tally.eligible
-            )
-        if view.status != "decided":
-            return None  # a chapter's own tally is not the region's list
-        q = await regional_store.question(self._db, view.object_id)
-        if q is None:
-            return None
-        held = await regional_store.tallies(self._db, q.object_id)
-        pairs = [(t.digest, protocol_tally.parse_tally(t.entry)) for t in held]
-        return multiwinner.regional_demands(
-            spec, view.seats, pairs, proposal=q.object_id, proposal_digest=q.digest
-        )
 
     async def all(self) -> list[ProposalView]:
         rows = await proposal_store.list_proposals(self._db)
@@ -392,64 +348,7 @@ class Proposals:
 
     async def _close_in(self, tx: Tx, proposal_id: str) -> None:
         row = await self._row_tx(tx, proposal_id)
-        status = next_status(proposal_id, row["status"], "close")
-        spec = self._spec(row)
-        if spec.scope == "regional" and row["origin"] is None:
-            # A region counts no ballots of its own: node/regional.py decides from the
-            # chapters' signed tallies.
-            await proposal_store.update_proposal(tx, proposal_id, {"status": status})
-            return
-        last = await proposal_store.last_ballots(tx, proposal_id)
-        await proposal_store.mark_counted(tx, (b["id"] for b in last))
-        typed = [ballots.validate_ballot(spec, msgspec.json.decode(b["ballot"])) for b in last]
-        entries = [
-            msgspec.json.decode(blob)
-            for blob in await chain_store.entries_in(tx, ("RosterChange",))
-        ]
-        members_now = roster.roster_at(entries)
-        roster_size, roster_hex = roster.roster_root(members_now)
-        counts = counting.count(spec, typed, eligible=roster_size)
-        result = counting.outcome(spec, counts, len(typed), roster_size)
-        size, ballots_hex = ballots.ballots_root(b["receipt"] for b in last)
-        question_digest = row["question_digest"] or await chain_store.digest_at(
-            tx, row["question_seq"]
-        )
-        tally = protocol_tally.Tally(
-            chapter=self._identity.actor,
-            proposal=row["object_id"],
-            proposal_digest=question_digest,
-            method=spec.method,
-            counts=counts,
-            cast=len(typed),
-            eligible=roster_size,
-            ballots_root=ballots_hex,
-            ballots_size=size,
-            roster_root=roster_hex,
-            roster_size=roster_size,
-            outcome=result,
-        )
-        body = {"type": "Tally", **protocol_tally.tally_body(tally)}
-        tally_entry = await self._ledger.append_in(tx, body)
-        fields: dict[str, Any] = {
-            "status": status,
-            "tally": msgspec.json.encode(tally_entry.entry).decode(),
-            "tally_seq": tally_entry.seq,
-        }
-        if spec.scope == "local" and row["origin"] is None:
-            # A local proposal is decided by its own signed tally: the Tally entry
-            # carries the outcome, so no second entry restates it (Decision entries
-            # are the regional aggregation's, protocol.md §8.5).
-            decision = {
-                "outcome": msgspec.to_builtins(result),
-                "tally": tally_entry.entry["id"],
-                "tally_digest": tally_entry.digest,
-            }
-            fields |= {
-                "status": next_status(proposal_id, status, "decide"),
-                "decision": msgspec.json.encode(decision).decode(),
-            }
-        await proposal_store.update_proposal(tx, proposal_id, fields)
-        log.info("closed proposal=%s cast=%d eligible=%d", proposal_id, len(typed), roster_size)
+        await proposal_tally.close_in(tx, self._ledger, self._identity, row, self._spec(row))
 
     # -- helpers ------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from node.config import load_config
 from node.errors import Conflict, Forbidden
 from node.ledger import Appended
 from node.proposal_forms import NewProposal
-from node.proposals import TRANSITIONS, next_status
+from node.proposal_lifecycle import TRANSITIONS, next_status
 from node.services import NodeServices, build_services
 from protocol import aggregate, ballots, chain
 from protocol import tally as protocol_tally
