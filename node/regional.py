@@ -52,8 +52,9 @@ from node.errors import BadRequest, Conflict, NodeError, NotFound
 from node.federation_glue import ACTORS_KEY, INBOX_HANDLERS_KEY, REFUSAL_LOG_KEY, wake_delivery
 from node.ledger import Appended
 from node.proposals import next_status
+from node.regional_citation import check_citation
 from node.regional_store import HeldEntry, Question, Rejection
-from node.storage import Tx
+from node.storage import Database, Tx
 from protocol import aggregate, ballots, canonical, deadlines, entries, nesting, proofs
 from protocol import tally as protocol_tally
 from protocol.errors import ChainError, ProtocolError, TallyError
@@ -126,6 +127,15 @@ class Regional:
     def _actors(self) -> ActorCache:
         # Opened by federation_glue's cleanup context, after this object is built.
         return self._app[ACTORS_KEY]
+
+    @property
+    def actors(self) -> ActorCache:
+        """The node's actor cache (remote actors, their chains and keys)."""
+        return self._actors
+
+    @property
+    def db(self) -> Database:
+        return self._db
 
     # -- hooks the node calls (node/proposals.py, node/ledger.py) -------------------
 
@@ -298,6 +308,7 @@ class Regional:
         if spec.scope != "regional" or self._me not in spec.chapters:
             log.info("question %s does not list this chapter; not held", entry.get("id"))
             return
+        await check_citation(self, entry, region, seq)  # a partner's request (§10.7)
         try:
             await self._proposals.adopt_regional(entry, digest=digest)
         except BadRequest as exc:

@@ -371,3 +371,62 @@ async def test_a_flood_of_forged_entries_keeps_the_refusal_log_capped(cluster: C
     assert stored_anywhere(cedar, template) == []
     view = await cluster.regional(cedar, local["Cedar"])
     assert [r for r in view["rejected"] if r["code"] == "forged"] == []
+
+
+async def test_a_partners_question_is_taken_only_with_a_sound_citation(cluster: Cluster) -> None:
+    # Runs after the crafted entries, between nodes none of them confused (Cedar signed
+    # none; Birch got none from the region): Cedar, granted the facilitator role, asks
+    # the region for a proposal for Birch; Birch checks the citation (the grant it
+    # holds, Cedar's request from Cedar's outbox) and opens it. Then a Question the
+    # region signs citing a request nobody made is refused by Birch as bad_citation.
+    _, birch, cedar = cluster.chapters
+    region = cluster.region
+    status, grant = await cluster.call("POST", region, "/api/facilitators", {"actor": cedar.actor})
+    assert status == 201, grant
+
+    async def cedar_holds() -> bool | None:
+        _, view = await cluster.call("GET", cedar, "/api/facilitation")
+        return True if view["held"] else None
+
+    await wait_until("Cedar to hold its grant", cedar_holds)
+    body = {"title": "Asked by Cedar", "method": "consent", "chapters": [birch.actor]}
+    request = {"region": region.actor, "action": "propose", "body": body}
+    status, sent = await cluster.call("POST", cedar, "/api/facilitation/requests", request)
+    assert status == 201, sent
+
+    async def carried() -> str | None:
+        _, view = await cluster.call("GET", region, "/api/facilitation")
+        done = [r for r in view["requests"] if r["request"] == sent["request"]]
+        return str(done[0]["object_id"]) if done and done[0]["object_id"] else None
+
+    object_id = await wait_until("the region to carry out Cedar's request", carried)
+    await cluster.adopted(birch, object_id)
+
+    invented = sign_next(
+        region,
+        {
+            "type": "Question",
+            "name": "Not asked by anyone",
+            "scope": "regional",
+            "method": "consent",
+            "chapters": [birch.actor],
+            "requested_by": "0" * 64,
+        },
+        rfc3339(time.time()),
+    )
+    assert await post_signed(region, birch, invented) == 202
+
+    def refused() -> tuple[str, int, str] | None:
+        with sqlite3.connect(birch.data / DATABASE_FILE) as conn:
+            row = conn.execute(
+                "SELECT actor, seq, reason FROM regional_rejected WHERE code = 'bad_citation'"
+            ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]), str(row[2]))
+
+    async def probe() -> tuple[str, int, str] | None:
+        return refused()
+
+    actor, seq, reason = await wait_until("Birch to refuse the invented citation", probe)
+    assert (actor, seq) == (region.actor, invented["seq"]) and "0" * 64 in reason
+    _, listed = await cluster.call("GET", birch, "/api/proposals")
+    assert invented["id"] not in {p["object_id"] for p in listed["items"]}
