@@ -45,7 +45,7 @@ from federation import store as fed_store
 from federation.actors import ActorCache, ActorKeyError
 from federation.errors import FederationError
 from federation.inbox import EntryRefusal, IncomingActivity
-from node import proposal_store, regional_store
+from node import proposal_store, regional_outbox, regional_store
 from node.api import SERVICES_KEY, authenticate, json_response
 from node.clock import Clock, parse_rfc3339, rfc3339, system_clock
 from node.errors import BadRequest, Conflict, NodeError, NotFound
@@ -108,6 +108,7 @@ class Regional:
         self._ledger = services.ledger
         self._proposals = services.proposals
         self._me = services.identity.actor
+        self._followers = f"{services.identity.url.rstrip('/')}/followers"
         self._kind = services.identity.kind
         self._grace = services.config.regional_grace_s
         self._clock = clock
@@ -550,7 +551,10 @@ class Regional:
         for seq, target, attempts in await regional_store.due_targets(self._db, now):
             by_seq.setdefault(seq, []).append((target, attempts))
         for seq, targets in by_seq.items():
+            (entry,) = await self._ledger.entries(seq, 1)
+            wrapped = regional_outbox.for_fediverse(entry, self._followers)
             found: list[fed_store.Recipient] = []
+            foreign: list[fed_store.Recipient] = []
             done: list[str] = []
             failed: list[tuple[str, int]] = []
             for target, attempts in targets:
@@ -560,17 +564,20 @@ class Regional:
                     log.info("recipient %s of seq %d not reachable yet: %s", target, seq, exc)
                     failed.append((target, attempts + 1))
                     continue
-                found.append(fed_store.Recipient(actor.inbox, actor.shared_inbox))
+                recipient = fed_store.Recipient(actor.inbox, actor.shared_inbox)
+                # A fediverse server (no convene `kind`) acts on activities only (§9.6).
+                (foreign if actor.kind is None and wrapped else found).append(recipient)
                 done.append(target)
-            (entry,) = await self._ledger.entries(seq, 1)
             async with self._db.write() as tx:
                 if found:
                     await fed_store.enqueue(tx.connection, entry, found)
+                if foreign and wrapped is not None:
+                    await fed_store.enqueue(tx.connection, wrapped, foreign)
                 await regional_store.done_targets(tx, seq, done)
                 for target, attempts in failed:
                     later = now + min(MAX_BACKOFF_S, 2.0**attempts)
                     await regional_store.retry_target(tx, seq, target, attempts, later)
-            if found:
+            if found or foreign:
                 wake_delivery(self._app)
 
     async def catch_up(self, *, overdue_only: bool = False) -> None:
