@@ -43,6 +43,7 @@ from node.clock import parse_rfc3339, rfc3339
 from node.errors import BadRequest
 from node.federation_glue import ACTORS_KEY
 from node.ledger import Appended
+from node.proposal_forms import terms_of_question
 from node.regional import REGIONAL_KEY, RejectedEntry, Unready, _due
 from node.regional_store import HeldEntry, Question
 from node.storage import Tx
@@ -126,6 +127,7 @@ class Nested:
     ) -> None:
         """A proposals row for the level: closed at the Question's close time and decided
         by node/regional.py from the level's tallies (origin None: no ballots here)."""
+        terms = terms_of_question(question)
         closes_at = question.get("closesAt") or question.get("endTime")
         closes_ts = None
         if isinstance(closes_at, str):
@@ -143,6 +145,8 @@ class Nested:
             "object_id": question["id"],
             "origin": None,
             "question_digest": digest,
+            # its terms verbatim (`seats`, ...), as a chapter adopting it keeps them
+            "terms": msgspec.json.encode(terms).decode() if terms else None,
         }
         await proposal_store.insert_proposal(tx, fields)
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import msgspec
 
-from node import chain_store, proposal_store, regional_store
+from node import chain_store, nested_store, proposal_store, regional_store
 from node.identity import NodeIdentity
 from node.ledger import Ledger
 from node.proposal_forms import ProposalView
 from node.proposal_lifecycle import next_status
 from node.storage import Database, Row, Tx
-from protocol import ballots, counting, multiwinner, roster
+from protocol import ballots, counting, multiwinner, nesting, roster
 from protocol import tally as protocol_tally
 
 log = logging.getLogger("convene.proposals")
@@ -108,8 +108,15 @@ async def demands(
     q = await regional_store.question(db, view.object_id)
     if q is None:
         return None
+    # The inputs and spec node/regional.py decides by (§10.6): at a lower level, the
+    # level's chapters; above one, each lower region's decision as its upward tally.
+    upper = ballots.parse_spec(q.entry)
+    spec = upper if q.level is None else nesting.level_spec(upper, q.level)
     held = await regional_store.tallies(db, q.object_id)
     pairs = [(t.digest, protocol_tally.parse_tally(t.entry)) for t in held]
+    if q.level is None:
+        lower = await nested_store.held(db, q.object_id, "lower")
+        pairs += [nesting.upward_input(upper, h.entry) for h in lower]
     return multiwinner.regional_demands(
         spec, view.seats, pairs, proposal=q.object_id, proposal_digest=q.digest
     )

@@ -200,7 +200,11 @@ async def test_members_rsvp_and_the_city_sums_signed_attendance(cluster: Cluster
     assert total["remaining"] == CAPACITY - everyone["going"]
     assert total["over_capacity"] is (everyone["going"] > CAPACITY)
     for ch in chapters(c):  # every chapter holds every count and sums it alike
-        seen = await wait_until(f"{ch.name} to hold three counts", lambda n=ch: summed(n), 40)
+
+        async def on_chapter(n: Node = ch) -> dict[str, Any] | None:
+            return await summed(n)
+
+        seen = await wait_until(f"{ch.name} to hold three counts", on_chapter, 40)
         assert seen == total
 
 
@@ -312,3 +316,73 @@ async def test_the_city_closes_the_agenda_and_drops_nothing(cluster: Cluster) ->
         seen = await agenda_on(c, n, lambda v: v["closed"], "the close")
         assert seen["dropped"] == []
         assert {i["title"]: i["status"] for i in seen["items"]} == statuses
+
+
+# -- 4. the city's decision feeds the state --------------------------------------------
+
+
+async def local_id(c: Cluster, n: Node, object_id: str) -> str:
+    async def probe() -> str | None:
+        _, body = await c.call("GET", n, "/api/proposals")
+        ids = [i["id"] for i in body["items"] if i["object_id"] == object_id]
+        return ids[0] if ids else None
+
+    return await wait_until(f"{n.name} to hold {object_id}", probe, timeout=40)
+
+
+async def test_the_state_lists_demands_through_the_city(cluster: Cluster) -> None:
+    c, state, city = cluster, cluster.region, node(cluster, "City")
+    options = sorted(approvals(STATE_APPROVALS))
+    proposal = await propose(
+        c, state, title="Our demands to the state", method="approval", options=options, seats=2
+    )
+    assert (await c.regional(state, proposal["id"]))["chapters"] == [city.actor]
+    city_id = await local_id(c, city, proposal["object_id"])
+    local = await vote_approvals(c, proposal["object_id"], STATE_APPROVALS)
+    city_view = await c.settled(city, city_id, timeout=60)
+    assert sorted(city_view["level"]) == sorted(ch.actor for ch in chapters(c))
+    decided = await c.settled(state, proposal["id"], timeout=60)
+    # the state's one input is the city's signed decision, standing for its chapters
+    lower = decided["lower_decisions"]
+    assert [d["region"] for d in lower] == [city.actor]
+    assert lower[0]["digest"] in decided["decision"]["tallies"]
+    assert decided["decision"]["counts"] == city_view["decision"]["counts"]
+    _, view = await c.call("GET", state, f"/api/proposals/{proposal['id']}")
+    demands = view["demands"]
+    order, support = expected_list(STATE_APPROVALS, 2)
+    assert demands["result"] == "complete" and demands["adopted"] == order[:2]
+    assert [(d["option"], d["support"]) for d in demands["items"]] == list(
+        zip(order, support, strict=True)
+    )
+    _, at_city = await c.call("GET", city, f"/api/proposals/{city_id}")
+    assert at_city["demands"] == demands  # the city reads the same list off its chapters
+    for ch in chapters(c):
+        seen = await c.settled(ch, local[ch.name], timeout=60)
+        assert seen["region"] == city.actor
+        assert seen["decision"]["region_decision"] == city_view["decision"]["region_decision"]
+        _, mine = await c.call("GET", ch, f"/api/proposals/{local[ch.name]}")
+        assert mine["demands"] == demands, ch.name
+
+    async def city_checked_the_state() -> dict[str, Any] | None:
+        v = await c.regional(city, city_id)
+        return v if v.get("upper_verification") is not None else None
+
+    up = await wait_until("the city to verify the state", city_checked_the_state, 40)
+    assert up["upper_verification"] == "verified", up.get("upper_dispute")
+    assert up["upper_decision"]["id"] == decided["decision"]["region_decision"]
+
+
+# -- 5. anyone audits it, by URL -------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["State", "City"])
+async def test_the_audit_by_url_finds_every_level_valid(cluster: Cluster, level: str) -> None:
+    done = convene(
+        "audit", node(cluster, level).url, "--json", "--jobs", "1", "--allow-private-network"
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["findings"] == []
+    # the crawl reaches every node below the one audited
+    below = {"State": 5, "City": 4}[level]
+    assert report["verified"]["actors"] >= below, report["verified"]
