@@ -33,7 +33,7 @@ import msgspec
 from aiohttp import web
 
 from node import chain_store, event_store, proposal_store, regional_store
-from node.api import SERVICES_KEY, authenticate, json_response, read_body
+from node.api import SERVICES_KEY
 from node.clock import Clock, parse_rfc3339, rfc3339, system_clock
 from node.errors import BadRequest, Conflict, NotFound
 from node.event_store import HeldCount, HeldEvent, Refused
@@ -70,19 +70,6 @@ class NewEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     url: str | None = None
     capacity: int | None = None
     chapters: list[str] | None = None
-
-
-class Rsvp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    answer: str
-
-
-def decode(data: bytes, shape: type[Any], what: str) -> Any:
-    try:
-        return msgspec.json.decode(data, type=shape)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"{what}: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
 
 
 class Events:
@@ -372,43 +359,11 @@ def _summary(held: HeldEvent) -> dict[str, Any]:
 EVENTS_KEY = web.AppKey("convene_events", Events)
 
 
-# -- the JSON API -------------------------------------------------------------------------
-
-
-async def _create(request: web.Request) -> web.Response:
-    member = await authenticate(request)
-    require_role(member, "organizer", "scheduling an event")
-    form = decode(await read_body(request), NewEvent, "event")
-    return json_response(await request.app[EVENTS_KEY].create(member, form), status=201)
-
-
-async def _list(request: web.Request) -> web.Response:
-    await authenticate(request)
-    return json_response({"items": await request.app[EVENTS_KEY].all()})
-
-
-async def _get(request: web.Request) -> web.Response:
-    member = await authenticate(request)
-    return json_response(await request.app[EVENTS_KEY].view(request.match_info["id"], member))
-
-
-async def _rsvp(request: web.Request) -> web.Response:
-    member = await authenticate(request)
-    body = decode(await read_body(request), Rsvp, "rsvp")
-    view = await request.app[EVENTS_KEY].rsvp(member, request.match_info["id"], body.answer)
-    return json_response(view)
-
-
-async def _attendance(request: web.Request) -> web.Response:
-    member = await authenticate(request)
-    view = await request.app[EVENTS_KEY].sign_attendance(member, request.match_info["id"])
-    return json_response(view, status=201)
-
-
 def setup(app: web.Application) -> None:
     """Register this feature's schema, inbox handlers and routes (before the app starts).
     Called by node.app.create_app after node.regional.setup."""
-    from node.web.event_pages import add_event_routes  # the pages import this module
+    from node import event_api  # the handlers and pages read this module's service
+    from node.web.event_pages import add_event_routes
 
     services = app[SERVICES_KEY]
     services.db.migrations["events"] = event_store.EVENTS_MIGRATIONS
@@ -418,9 +373,5 @@ def setup(app: web.Application) -> None:
     regional = app[REGIONAL_KEY]
     regional.register(EVENT_TYPE, events.ingest_event, pulled_from_regions=True)
     regional.register(ATTENDANCE_TYPE, events.ingest_attendance)
-    app.router.add_post("/api/events", _create)
-    app.router.add_get("/api/events", _list)
-    app.router.add_get("/api/events/{id}", _get)
-    app.router.add_post("/api/events/{id}/rsvp", _rsvp)
-    app.router.add_post("/api/events/{id}/attendance", _attendance)
+    event_api.add_routes(app)
     add_event_routes(app)
