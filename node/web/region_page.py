@@ -1,5 +1,9 @@
 """The organizers' region page: join or leave a region (chapter side), and see, approve
-or reject the chapters that follow this node (region side; docs/protocol.md §9.4).
+or reject the chapters that follow this node (region side; docs/protocol.md §9.4); and,
+for nested regions (§10.6), each proposal's decisions across the levels: on an upper
+region the lower regions' decisions it took (each recomputed from that region's
+chapters' tallies) or refused, on a lower region whether the upper decision verified.
+Actors are shown by name (from the actor cache, never fetched for a page).
 
 Everything goes through federation's FollowService (`node.federation_glue.FOLLOW_KEY`),
 the same one `/api/federation` and `convene join` use: it queues the Follow, Undo or
@@ -16,9 +20,11 @@ from aiohttp import web
 
 from federation import follow_store
 from federation.follow import FollowService
-from node.errors import BadRequest
-from node.federation_glue import FOLLOW_KEY
-from node.web.page import Visit, page, read_form, redirect, render
+from node import regional_store
+from node.errors import BadRequest, NotFound
+from node.federation_glue import FOLLOW_KEY, actor_names
+from node.regional import REGIONAL_KEY
+from node.web.page import Visit, page, read_form, redirect, render, services
 
 MAX_REGION = 500
 
@@ -38,10 +44,47 @@ async def _status(service: FollowService) -> dict[str, Any]:
     return await service.host.write(read)
 
 
+async def _levels(request: web.Request) -> list[dict[str, Any]]:
+    """The regional view (`GET /api/proposals/{id}/regional`) of every held proposal
+    that spans levels: this node decides a level of it, or lower regions fed it."""
+    regional = request.app.get(REGIONAL_KEY)
+    if regional is None:
+        return []
+    out = []
+    for q in await regional_store.questions(regional.db):
+        row = await regional_store.proposal_by_object(regional.db, q.object_id)
+        if row is None:
+            continue
+        try:
+            view = await regional.status(row["id"])
+        except NotFound:
+            continue
+        if view.get("level") is None and not view.get("lower_decisions"):
+            continue
+        refused = [r for r in view["rejected"] if r.get("type") in ("Decision", "Level")]
+        out.append(
+            {
+                **view,
+                "title": str(q.entry.get("name") or row["id"]),
+                "upper": str(q.entry.get("actor")),
+                "refused_lower": refused,
+            }
+        )
+    return out
+
+
 @page
 async def region(request: web.Request, visit: Visit) -> web.Response:
     visit.need_role("organizer", "managing the region")
-    return render(request, visit, "region.html", await _status(_follow(request)))
+    context = await _status(_follow(request))
+    levels = await _levels(request)
+    shown = [f.target for f in context["following"]]
+    shown += [c.actor_id for c in (*context["pending"], *context["accepted"])]
+    for p in levels:
+        shown += [p["upper"], *(d["region"] for d in p["lower_decisions"])]
+        shown += [str(r.get("actor")) for r in p["refused_lower"]]
+    names = await actor_names(services(request), shown)
+    return render(request, visit, "region.html", context | {"levels": levels, "names": names})
 
 
 def _field(form: Any, name: str, what: str) -> str:
