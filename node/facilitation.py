@@ -8,17 +8,10 @@ The region stays the only author of its chain. Its organizer grants the role wit
 the facilitator and the region's accepted followers. The facilitator, an organizer on
 its own node, signs a ``FacilitationRequest`` in its own chain, delivered to the region.
 
-On the region, a request comes in through node/regional.py's intake like any regional
-entry (``Regional.register``): proof by the key valid at its seq, then the shared rule
-of protocol/facilitation.py against the region's own grant entries at the seq the
-region is about to append, then the action's own validation (a ``propose`` body is
-checked as POST /api/proposals checks it). The Question it opens carries
-``requested_by`` = the request's digest, and the request is recorded in the very
-transaction that appends that Question, under a primary key on the digest: a request
-is carried out at most once, however often it arrives. Anything else is refused with a
-code and a reason naming actor and seq (the regional rejection log), listed by
-``GET /api/facilitation``. Grants, revocations and requests are serialized by one lock,
-so no revocation slips between the check and the Question.
+On the region, node/facilitation_requests.py carries a request out (checked against
+the region's own grants, at most once) or refuses it with a code and a reason naming
+actor and seq, listed by ``GET /api/facilitation``. Grants, revocations and requests
+are serialized by one lock, so no revocation slips between the check and the Question.
 """
 
 from __future__ import annotations
@@ -31,9 +24,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from node import chain_store, facilitation_store, regional_store
+from node import facilitation_store, regional_store
 from node.api import SERVICES_KEY, authenticate, json_response, read_body
 from node.errors import BadRequest, Conflict, NotFound
+from node.facilitation_requests import RequestCarrier, refusal
 from node.ledger import Appended
 from node.members import Member, require_role
 from node.proposal_forms import decode_new_proposal
@@ -41,7 +35,6 @@ from node.regional import REGIONAL_KEY, Regional, RejectedEntry
 from node.storage import Tx
 from node.web.facilitation_pages import add_facilitation_routes
 from protocol import facilitation as rule
-from protocol.errors import ProtocolError
 from protocol.facilitation import FacilitationError
 
 log = logging.getLogger("convene.facilitation")
@@ -71,10 +64,6 @@ def _decode(data: bytes, shape: type[Any], what: str) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
 
 
-def _refused(exc: FacilitationError) -> RejectedEntry:
-    return RejectedEntry(exc.code, exc.detail, actor=exc.actor, seq=exc.seq)
-
-
 class Facilitation:
     """Partner facilitation on one node, region or facilitator alike."""
 
@@ -83,11 +72,11 @@ class Facilitation:
         self._app = app
         self._db = services.db
         self._ledger = services.ledger
-        self._proposals = services.proposals
         self._me = services.identity.actor
         self._kind = services.identity.kind
+        # one lock for grants, revocations and carrying out requests (see the carrier)
         self._lock = asyncio.Lock()
-        self._carrying: dict[str, tuple[dict[str, Any], rule.Request]] = {}
+        self.carrier = RequestCarrier(app, self._lock)
 
     # -- the region's organizer -----------------------------------------------------
 
@@ -190,7 +179,7 @@ class Facilitation:
         assert found is not None
         return found.to_json()
 
-    # -- incoming entries (node/regional.py's intake) -------------------------------
+    # -- incoming grants and revocations (node/regional.py's intake) ----------------
 
     @property
     def _regional(self) -> Regional:
@@ -203,7 +192,7 @@ class Facilitation:
         try:
             _, grant = rule.parse_grant(entry)
         except FacilitationError as exc:
-            raise _refused(exc) from None
+            raise refusal(exc) from None
         if grant.facilitator != self._me and actor not in await self._followed():
             why = f"grants {grant.facilitator}, from a region this node does not follow"
             raise RejectedEntry("misaddressed", why, actor=actor, seq=seq)
@@ -226,7 +215,7 @@ class Facilitation:
         try:
             _, revoke = rule.parse_revoke(entry)
         except FacilitationError as exc:
-            raise _refused(exc) from None
+            raise refusal(exc) from None
         held = await facilitation_store.grant(self._db, revoke.grant)
         if (held is None or held.region != actor) and actor not in await self._followed():
             why = f"revokes grant {revoke.grant}, which this node does not hold from {actor}"
@@ -235,111 +224,6 @@ class Facilitation:
             await facilitation_store.put_revoke(
                 tx, region=actor, grant=revoke.grant, seq=seq, entry=entry
             )
-
-    async def ingest_request(self, entry: dict[str, Any]) -> None:
-        actor, seq, digest = await self._regional.verified(entry)
-        async with self._lock:
-            done = await facilitation_store.request(self._db, digest)
-            if done is not None and done.outcome == "carried":
-                why = f"request {digest} was already carried out ({done.action} {done.object_id})"
-                raise RejectedEntry("replayed", why, actor=actor, seq=seq)
-            async with self._db.write() as tx:
-                own = await facilitation_store.own_entries(tx, self._me)
-                head = await chain_store.head(tx)
-            at_seq = (head[0] if head is not None else 0) + 1
-            try:
-                states = rule.grants(own)
-                _, req = rule.check_request(states, entry, region=self._me, at_seq=at_seq)
-            except FacilitationError as exc:
-                raise _refused(exc) from None
-            granter = states[req.grant]
-            row = await facilitation_store.grant(self._db, granter.grant)
-            assert row is not None and row.granted_by is not None
-            # The grant is the authority: the proposal is made in the name of the
-            # organizer who signed it off, and the Question says who asked.
-            author = Member(row.granted_by, "facilitation", "organizer")
-            if req.action == "propose":
-                await self._propose(author, entry, req, actor, seq, digest)
-            else:
-                await self._close(author, entry, req, actor, seq, digest)
-
-    async def _propose(
-        self,
-        author: Member,
-        entry: dict[str, Any],
-        req: rule.Request,
-        actor: str,
-        seq: int,
-        digest: str,
-    ) -> None:
-        fields = dict(req.body)
-        if fields.setdefault("scope", "regional") != "regional":
-            why = "a facilitator proposes regional proposals only (scope 'regional')"
-            raise RejectedEntry("malformed", why, actor=actor, seq=seq)
-        self._carrying[digest] = (entry, req)
-        try:
-            form = decode_new_proposal(msgspec.json.encode(fields))
-            view = await self._proposals.create(author, form, terms={rule.REQUESTED_BY: digest})
-        except BadRequest as exc:
-            raise RejectedEntry("malformed", exc.detail, actor=actor, seq=seq) from None
-        except ProtocolError as exc:  # the voting rules (protocol/ballots.py)
-            raise RejectedEntry("malformed", exc.detail, actor=actor, seq=seq) from None
-        finally:
-            self._carrying.pop(digest, None)
-        log.info("carried out %s's request seq %d: proposal %s", actor, seq, view.id)
-
-    async def _close(
-        self,
-        author: Member,
-        entry: dict[str, Any],
-        req: rule.Request,
-        actor: str,
-        seq: int,
-        digest: str,
-    ) -> None:
-        object_id = str(req.body["proposal"])
-        asked = await facilitation_store.proposal_requested_by(self._db, object_id, actor)
-        if asked is None or asked.proposal is None:
-            why = f"may close only a proposal it requested; {object_id[:200]} is not one"
-            raise RejectedEntry("not_requested", why, actor=actor, seq=seq)
-        try:
-            await self._proposals.close(author, asked.proposal)
-        except Conflict as exc:
-            raise RejectedEntry("conflict", exc.detail, actor=actor, seq=seq) from None
-        async with self._db.write() as tx:
-            await facilitation_store.put_request(
-                tx,
-                digest=digest,
-                entry=entry,
-                region=self._me,
-                grant=req.grant,
-                action="close",
-                outcome="carried",
-                object_id=object_id,
-                now=time.time(),
-            )
-
-    async def on_append(self, tx: Tx, appended: Appended) -> None:
-        """In the transaction of a Question we append for a request: record the request
-        as carried out (its primary key refuses a second one)."""
-        cited = appended.entry.get(rule.REQUESTED_BY)
-        if appended.entry.get("type") != "Question" or cited is None:
-            return
-        carrying = self._carrying.get(str(cited))
-        if carrying is None:
-            raise Conflict(f"a Question cites request {cited!r:.80} that is not being carried out")
-        entry, req = carrying
-        await facilitation_store.put_request(
-            tx,
-            digest=str(cited),
-            entry=entry,
-            region=self._me,
-            grant=req.grant,
-            action=req.action,
-            outcome="carried",
-            object_id=str(appended.entry["id"]),
-            now=time.time(),
-        )
 
     async def _followed(self) -> list[str]:
         return await regional_store.followed_regions(self._db)
@@ -398,11 +282,11 @@ def setup(app: web.Application) -> None:
     services.db.migrations["facilitation"] = facilitation_store.FACILITATION_MIGRATIONS
     service = Facilitation(app)
     app[FACILITATION_KEY] = service
-    services.ledger.on_append.append(service.on_append)
+    services.ledger.on_append.append(service.carrier.on_append)
     regional = app[REGIONAL_KEY]
     regional.register(rule.GRANT_TYPE, service.ingest_grant, pulled_from_regions=True)
     regional.register(rule.REVOKE_TYPE, service.ingest_revoke, pulled_from_regions=True)
-    regional.register(rule.REQUEST_TYPE, service.ingest_request)
+    regional.register(rule.REQUEST_TYPE, service.carrier.ingest_request)
     app.router.add_post("/api/facilitators", _grant_view)
     app.router.add_delete("/api/facilitators/{grant}", _revoke_view)
     app.router.add_post("/api/facilitation/requests", _request_view)
