@@ -15,15 +15,18 @@ members did (their ballots and answers), or compared across nodes.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from playwright.async_api import async_playwright
 
 from node.clock import rfc3339
 from node.demo import Cluster, Node, free_port, wait_until
@@ -51,6 +54,10 @@ ANSWERS = {
     "Cedar": ["not going", "going"],
 }
 CAPACITY = 5
+ITEMS = {  # what Alder puts on the city's agenda
+    "Rent caps": "A citywide cap on yearly rent increases",
+    "Night buses": "Buses every 20 minutes after midnight",
+}
 DEMANDS = ["rent cap", "night buses", "clinic", "library"]
 APPROVALS = {  # the city's list of demands, voted on the chapters
     "Alder": [["rent cap", "clinic"], ["rent cap", "night buses"]],
@@ -62,6 +69,17 @@ STATE_APPROVALS = {  # the state's list, voted on the same chapters through the 
     "Birch": [["transit", "schools"], ["housing"]],
     "Cedar": [["schools"], ["housing", "schools"]],
 }
+# Debian's Chromium, resolving nothing but loopback (as tests/web/livenode.py drives it)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 SEEN: dict[str, Any] = {}
 
 
@@ -231,9 +249,9 @@ async def test_chapters_put_items_on_the_agenda_and_co_sponsor_them(cluster: Clu
     SEEN["config"] = cfg["config"]
     await agenda_on(c, alder, lambda v: True, "the config")
     items = {}
-    for title in ("Rent caps", "Night buses"):
+    for title, summary in ITEMS.items():
         path = f"/api/agenda/{SEEN['config']}/items"
-        status, sub = await c.call("POST", alder, path, {"title": title, "summary": f"{title}!"})
+        status, sub = await c.call("POST", alder, path, {"title": title, "summary": summary})
         assert status == 201, sub
         items[title] = sub["item"]
     await agenda_on(c, birch, lambda v: len(v["items"]) == 2, "both items")
@@ -259,6 +277,7 @@ async def test_chapters_put_items_on_the_agenda_and_co_sponsor_them(cluster: Clu
     assert top["sponsors"] == sorted([alder.actor, birch.actor])
     assert (other["item"], other["status"]) == (items["Night buses"], "submitted")
     assert other["sponsors"] == [alder.actor]  # one chapter of the two needed
+    assert {i["title"]: i["summary"] for i in views[0]["items"]} == ITEMS
     SEEN["items"] = items
 
 
@@ -383,6 +402,54 @@ async def test_the_audit_by_url_finds_every_level_valid(cluster: Cluster, level:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["findings"] == []
-    # the crawl reaches every node below the one audited
-    below = {"State": 5, "City": 4}[level]
-    assert report["verified"]["actors"] >= below, report["verified"]
+    seen = report["verified"]
+    # the crawl from either level reaches every node: the state's Question is carried
+    # in the city's Level, the chapters' tallies are named by the decisions
+    assert seen["actors"] == len(cluster.nodes)
+    # three regional votes (the time poll, the city's list, the state's list), each
+    # tallied by the three chapters; each decided by its region, and the state's one
+    # also by the city at its level
+    assert (seen["proposals"], seen["tallies"]) == (3, 3 * len(CHAPTERS))
+    assert seen["decisions"] == 3 + 1
+
+
+# -- 6. what the city's organizer sees (screenshots for docs/organizing.md) -------------
+
+
+ROW = re.compile(r"<tr class=\"[a-z-]+\"><td>([^<]+)</td><th scope=\"row\">([^<]+)</th>")
+
+
+async def test_the_citys_pages_show_the_journey(cluster: Cluster) -> None:
+    city, ev = node(cluster, "City"), SEEN["event"]
+    proposal, _, demands = SEEN["demands"]
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 760, "height": 915})
+            await page.goto(city.organizer["login_url"])
+            await page.get_by_role("button", name="Log me in").click()
+            await page.wait_for_url(re.compile(r"/account/passphrase\?welcome=1$"))
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+            await page.goto(f"{city.url}/agenda/{SEEN['config']}")
+            for title, item in SEEN["items"].items():
+                card = page.locator(f"#item-{item[:12]}")
+                assert title in await card.inner_text()
+                want = "voted" if title == "Rent caps" else "submitted"
+                assert await card.get_attribute("data-status") == want
+            await page.screenshot(path=str(ARTIFACTS / "journey-agenda.png"), full_page=True)
+
+            await page.goto(f"{city.url}/events/{ev['id']}")
+            going = sum(a == "going" for said in ANSWERS.values() for a in said)
+            line = await page.inner_text("#capacity-line")
+            assert line == f"{going} going of {CAPACITY} places: {CAPACITY - going} left."
+            await page.screenshot(path=str(ARTIFACTS / "journey-event.png"), full_page=True)
+
+            await page.goto(f"{city.url}/proposals/{proposal['id']}/results")
+            rows = ROW.findall(await page.content())
+            assert [option for _, option in rows] == [d["option"] for d in demands["items"]]
+            await page.screenshot(path=str(ARTIFACTS / "journey-demands.png"), full_page=True)
+        finally:
+            await browser.close()
