@@ -118,16 +118,15 @@ def store_incoming(
     as equivocation evidence, and its activity is kept in state ``evidence``.
 
     The common batch, every id new and no entry meeting another digest of its
-    (actor, seq), is written in three statements whatever its size
-    (:func:`_store_all_new`); any other batch is rolled back and stored one record
-    at a time. Few statements matter more than few rows here: this runs on a thread
-    beside a busy event loop, and each statement costs a wait for the GIL.
+    (actor, seq), is written by one SQL statement that is its own transaction
+    (:func:`_store_all_new`); any other batch is stored one record at a time.
     """
-    try:
+    if len(batch) <= _ONE_STATEMENT:
         out = _store_all_new(conn, batch, now)
-        if out is None:
-            conn.rollback()
-            out = _store_each(conn, batch, now)
+        if out is not None:
+            return out
+    try:
+        out = _store_each(conn, batch, now)
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -135,55 +134,71 @@ def store_incoming(
     return out
 
 
-# Rows per multi-row INSERT: 8 parameters each stays far below SQLite's limit of
-# 32,766 bound parameters per statement.
-_CHUNK = 256
+# Why one statement: this runs on a thread beside a busy event loop, and every SQLite
+# call there ends in a wait for the GIL (and, on a loaded machine, for a CPU), so a
+# commit's latency grows with its number of statements, not rows. One INSERT into a
+# temporary view, run in autocommit mode, is one call: the view's INSTEAD OF trigger
+# writes each row (in order, each seeing the rows before it) and aborts the whole
+# statement, so nothing of it is kept, as soon as a row is not plainly new.
+_NOT_NEW = "convene: batch is not all new"
+_BATCH_SQL = f"""
+CREATE TEMP VIEW IF NOT EXISTS convene_inbox_batch AS SELECT
+    NULL AS activity_id, NULL AS body_digest, NULL AS actor, NULL AS type, NULL AS body,
+    NULL AS state, NULL AS at, NULL AS e_actor, NULL AS e_seq, NULL AS e_digest,
+    NULL AS e_body;
+CREATE TEMP TRIGGER IF NOT EXISTS convene_inbox_batch_row
+INSTEAD OF INSERT ON convene_inbox_batch
+BEGIN
+    SELECT RAISE(ABORT, '{_NOT_NEW}')
+    WHERE EXISTS (SELECT 1 FROM fed_incoming WHERE activity_id = NEW.activity_id)
+       OR EXISTS (SELECT 1 FROM fed_entry WHERE actor = NEW.e_actor
+                  AND seq = NEW.e_seq AND digest != NEW.e_digest);
+    INSERT INTO fed_incoming (activity_id, body_digest, actor, type, body, state,
+                              attempts, next_attempt_at, received_at)
+    VALUES (NEW.activity_id, NEW.body_digest, NEW.actor, NEW.type, NEW.body, NEW.state,
+            0, NEW.at, NEW.at);
+    INSERT OR IGNORE INTO fed_entry (actor, seq, digest, body, activity_id, received_at)
+    SELECT NEW.e_actor, NEW.e_seq, NEW.e_digest, NEW.e_body, NEW.activity_id, NEW.at
+    WHERE NEW.e_actor IS NOT NULL;
+END;
+"""
+# 11 parameters a row stays far below SQLite's limit of 32,766 per statement; a
+# larger batch (the inbox's are at most 512) is simply stored one record at a time.
+_ONE_STATEMENT = 1024
 
 
 def _store_all_new(
     conn: sqlite3.Connection, batch: Sequence[IncomingRecord], now: float
 ) -> list[StoreOutcome] | None:
-    """Insert the batch as new records; None when one of them is not (a known id, a
-    repeated id, an entry whose (actor, seq) holds another digest), and the caller
-    must roll back and take the batch one record at a time."""
-    for i in range(0, len(batch), _CHUNK):
-        part = batch[i : i + _CHUNK]
-        values: list[object] = []
-        for r in part:
-            values += (r.activity_id, r.body_digest, r.actor, r.type, r.body, r.state, now, now)
-        inserted = conn.execute(
-            "INSERT OR IGNORE INTO fed_incoming (activity_id, body_digest, actor, type,"
-            " body, state, attempts, next_attempt_at, received_at) VALUES "
-            + ",".join(["(?, ?, ?, ?, ?, ?, 0, ?, ?)"] * len(part)),
-            values,
-        ).rowcount
-        if inserted != len(part):
-            return None
-        held = [r for r in part if r.entry is not None]
-        if not held:
-            continue
-        values = []
-        keys: list[object] = []
-        for r in held:
-            e = r.entry
-            assert e is not None
-            values += (e.actor, e.seq, e.digest, e.body, r.activity_id, now)
-            keys += (e.actor, e.seq)
-        conn.execute(
-            "INSERT OR IGNORE INTO fed_entry (actor, seq, digest, body, activity_id,"
-            " received_at) VALUES " + ",".join(["(?, ?, ?, ?, ?, ?)"] * len(held)),
-            values,
-        )
-        # Two digests now held for one of these (actor, seq): an equivocation, new or
-        # already known, which the one-by-one path tells apart.
-        clash = conn.execute(
-            "SELECT 1 FROM fed_entry WHERE (actor, seq) IN (VALUES "
-            + ",".join(["(?, ?)"] * len(held))
-            + ") GROUP BY actor, seq HAVING COUNT(*) > 1 LIMIT 1",
-            keys,
-        ).fetchone()
-        if clash is not None:
-            return None
+    """Store the batch as new records in one statement; None, with nothing written,
+    when one of them is not (a known or repeated id, or an entry whose (actor, seq)
+    holds another digest)."""
+    if not batch:
+        return []
+    values: list[object] = []
+    for r in batch:
+        e = r.entry
+        values += (r.activity_id, r.body_digest, r.actor, r.type, r.body, r.state, now)
+        values += (None, None, None, None) if e is None else (e.actor, e.seq, e.digest, e.body)
+    sql = "INSERT INTO convene_inbox_batch VALUES " + ",".join(
+        ["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(batch)
+    )
+    level = conn.isolation_level
+    conn.isolation_level = None  # autocommit: the statement is the transaction
+    try:
+        try:
+            conn.execute(sql, values)
+        except sqlite3.OperationalError as exc:
+            if "convene_inbox_batch" not in str(exc):
+                raise
+            conn.executescript(_BATCH_SQL)  # once per connection
+            conn.execute(sql, values)
+    except sqlite3.IntegrityError as exc:
+        if str(exc) != _NOT_NEW:
+            raise
+        return None
+    finally:
+        conn.isolation_level = level
     return [StoreOutcome("new") for _ in batch]
 
 
@@ -331,6 +346,9 @@ class ProcessingMark:
     attempts: int
     next_attempt_at: float
     error: str | None
+
+
+_CHUNK = 256  # marks per UPDATE: 5 parameters each, far below SQLite's 32,766
 
 
 def record_processing(conn: sqlite3.Connection, marks: Sequence[ProcessingMark]) -> None:
