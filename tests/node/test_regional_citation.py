@@ -134,10 +134,11 @@ async def test_a_chapter_takes_a_cited_question_only_while_the_grant_is_in_force
     status, grant = await api(http, region, "POST", "/api/facilitators", {"actor": partner.actor})
     assert status == 201, grant
 
-    async def chapter_holds_grant() -> bool | None:
-        return True if await held_grants(http, chapter) else None
+    async def both_hold_grant() -> bool | None:
+        held = [await held_grants(http, peer) for peer in (chapter, partner)]
+        return True if all(held) else None
 
-    await eventually("the chapter to hold the region's grant", chapter_holds_grant)
+    await eventually("the chapter and the partner to hold the grant", both_hold_grant)
 
     proposal = {"title": "Rent freeze", "body": "Freeze rents", "method": "consent"}
     proposal["chapters"] = [chapter.actor]  # type: ignore[assignment]
