@@ -348,7 +348,7 @@ class ProcessingMark:
     error: str | None
 
 
-_CHUNK = 256  # marks per UPDATE: 5 parameters each, far below SQLite's 32,766
+_CHUNK = 1024  # marks per UPDATE: 5 parameters each, far below SQLite's 32,766
 
 
 def record_processing(conn: sqlite3.Connection, marks: Sequence[ProcessingMark]) -> None:
@@ -356,9 +356,12 @@ def record_processing(conn: sqlite3.Connection, marks: Sequence[ProcessingMark])
     # Committed without its own fsync (the next FULL commit carries it to disk): a
     # mark lost to a power cut means one more run of an idempotent handler, the same
     # as a crash just before this commit, and no acknowledged activity is lost.
+    level = conn.isolation_level
+    if len(marks) <= _CHUNK:
+        # One statement, its own transaction: no BEGIN or COMMIT calls (the GIL again).
+        conn.isolation_level = None
     conn.execute("PRAGMA synchronous=NORMAL")
     try:
-        # One statement per chunk rather than one per mark (the GIL again).
         for i in range(0, len(marks), _CHUNK):
             part = marks[i : i + _CHUNK]
             values: list[object] = []
@@ -377,6 +380,7 @@ def record_processing(conn: sqlite3.Connection, marks: Sequence[ProcessingMark])
         raise
     finally:
         conn.execute("PRAGMA synchronous=FULL")
+        conn.isolation_level = level
 
 
 # --- equivocation evidence --------------------------------------------------------

@@ -59,7 +59,7 @@ def test_nothing_is_due_before_its_time_and_an_empty_queue_reads_empty() -> None
 
 def test_marks_beyond_one_statement_chunk_are_all_written() -> None:
     conn = _conn()
-    records = [_record(n, f'{{"n":{n}}}'.encode(), entry=True) for n in range(600)]
+    records = [_record(n, f'{{"n":{n}}}'.encode(), entry=True) for n in range(2100)]
     assert {o.status for o in store.store_incoming(conn, records, 1.0)} == {"new"}
     # Every third fails and is due again later; the rest are done.
     marks = [
@@ -80,7 +80,7 @@ def test_marks_beyond_one_statement_chunk_are_all_written() -> None:
     errors = conn.execute(
         "SELECT state, COUNT(*), COUNT(last_error) FROM fed_incoming GROUP BY state ORDER BY state"
     ).fetchall()
-    assert errors == [(store.PROCESSED, 400, 0), (store.RECEIVED, 200, 200)]
+    assert errors == [(store.PROCESSED, 1400, 0), (store.RECEIVED, 700, 700)]
     # synchronous is back to FULL for the inbox's own commits.
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
@@ -96,3 +96,20 @@ def test_a_batch_over_one_chunk_with_a_known_id_falls_back_and_loses_nothing() -
     assert outcomes[450].status == "conflict" and outcomes[450].stored_body == b"first"
     assert conn.execute("SELECT COUNT(*) FROM fed_incoming").fetchone()[0] == 600
     assert conn.execute("SELECT COUNT(*) FROM fed_entry").fetchone()[0] == 599
+
+
+def test_a_few_marks_are_one_transaction_and_leave_the_connection_as_it_was() -> None:
+    conn = _conn()
+    store.store_incoming(conn, [_record(1, b"{}"), _record(2, b"{}")], 1.0)
+    level = conn.isolation_level
+    store.record_processing(
+        conn, [ProcessingMark("https://a.test/activities/2", store.FAILED, 8, 1.0, "gave up")]
+    )
+    assert conn.isolation_level == level and not conn.in_transaction
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert [d.activity_id for d in store.due_incoming(conn, 5.0, [], 64)] == [
+        "https://a.test/activities/1"
+    ]
+    assert conn.execute(
+        "SELECT state, attempts, last_error FROM fed_incoming WHERE activity_id LIKE '%/2'"
+    ).fetchone() == (store.FAILED, 8, "gave up")
