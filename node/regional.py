@@ -27,7 +27,9 @@ and never an authority:
 - Deliveries go through a small outbox (`regional_outbox`), filled in the transaction
   that appends the entry and drained into federation's durable queue once the targets'
   inboxes are known. A node that was down pulls, on start, the region's and the listed
-  chapters' outboxes and feeds those entries through the very same checks.
+  chapters' outboxes and feeds those entries through the very same checks. That loop
+  lives in node/regional_outbox.py, the read-only view in node/regional_view.py, and a
+  chapter's check of a partner's `requested_by` in node/regional_citation.py.
 """
 
 from __future__ import annotations
@@ -41,18 +43,18 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
-from federation import store as fed_store
 from federation.actors import ActorCache, ActorKeyError
 from federation.errors import FederationError
 from federation.inbox import EntryRefusal, IncomingActivity
-from node import proposal_store, regional_outbox, regional_store
+from node import proposal_store, regional_store, regional_view
 from node.api import SERVICES_KEY, authenticate, json_response
 from node.clock import Clock, parse_rfc3339, rfc3339, system_clock
-from node.errors import BadRequest, Conflict, NodeError, NotFound
-from node.federation_glue import ACTORS_KEY, INBOX_HANDLERS_KEY, REFUSAL_LOG_KEY, wake_delivery
+from node.errors import BadRequest, Conflict, NodeError
+from node.federation_glue import ACTORS_KEY, INBOX_HANDLERS_KEY, REFUSAL_LOG_KEY
 from node.ledger import Appended
 from node.proposals import next_status
 from node.regional_citation import check_citation
+from node.regional_outbox import RegionalOutbox
 from node.regional_store import HeldEntry, Question, Rejection
 from node.storage import Database, Tx
 from protocol import aggregate, ballots, canonical, deadlines, entries, nesting, proofs
@@ -64,10 +66,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("convene.regional")
 
-TICK_S = 1.0  # the outbox and the deadlines are looked at this often at least
-MAX_BACKOFF_S = 60.0
 DECIDE_MARGIN_S = 2  # the region waits this long past tallies_due for tallies in transit
-PULL_EVERY_S = 30.0  # an unsettled, overdue proposal pulls the outboxes this often
 
 
 class RejectedEntry(NodeError):
@@ -108,12 +107,11 @@ class Regional:
         self._ledger = services.ledger
         self._proposals = services.proposals
         self._me = services.identity.actor
-        self._followers = f"{services.identity.url.rstrip('/')}/followers"
         self._kind = services.identity.kind
         self._grace = services.config.regional_grace_s
         self._clock = clock
         self.clock = clock
-        self._wake = asyncio.Event()
+        self.outbox = RegionalOutbox(app, self)
         self._dirty: set[str] = set()
         self._final: set[str] = set()
         self._ingest: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
@@ -199,7 +197,7 @@ class Regional:
             return
         targets.discard(self._me)
         await regional_store.queue_targets(tx, appended.seq, sorted(targets))
-        asyncio.get_running_loop().call_later(0.05, self._wake.set)
+        self.outbox.wake_soon()
 
     # -- extension points for other entry types (node/convenings, ...) ----------------
 
@@ -231,7 +229,7 @@ class Regional:
         wanted = sorted(set(targets) - {self._me})
         if wanted:
             await regional_store.queue_targets(tx, seq, wanted)
-            asyncio.get_running_loop().call_later(0.05, self._wake.set)
+            self.outbox.wake_soon()
 
     # -- incoming entries (inbox handlers and the catch-up pull share this path) -----
 
@@ -403,7 +401,7 @@ class Regional:
     def _mark(self, object_id: str) -> None:
         self._dirty.add(object_id)
         self._final.discard(object_id)
-        self._wake.set()
+        self.outbox.wake.set()
 
     # -- deciding ------------------------------------------------------------------
 
@@ -519,175 +517,34 @@ class Regional:
         if verification == "disputed":
             log.warning("disputed %s: %s", q.object_id, dispute)
 
-    # -- the background loop: outbox, deadlines, catch-up -----------------------------
+    # -- the background loop (node/regional_outbox.py) and reading (regional_view.py) --
 
-    async def run(self) -> None:
-        await asyncio.sleep(0.2)  # let the node's server come up first
-        await self.catch_up()
-        next_pull = self._clock() + PULL_EVERY_S
-        while True:
-            self._wake.clear()
-            try:
-                await self._publish_due()
-                await self._settle_due()
-                if self._clock() >= next_pull:
-                    next_pull = self._clock() + PULL_EVERY_S
-                    await self.catch_up(overdue_only=True)
-            except Exception:  # keep the loop alive; the next tick retries
-                log.exception("regional pass failed")
-            await fed_store.nap(self._wake, TICK_S)  # never swallows a cancellation
-
-    async def _settle_due(self) -> None:
+    async def settle_due(self) -> None:
+        """Settle every proposal something arrived for, or not yet final."""
         for q in await regional_store.questions(self._db):
             if q.object_id in self._final and q.object_id not in self._dirty:
                 continue
             self._dirty.discard(q.object_id)
             await self.settle(q)
 
-    async def _publish_due(self) -> None:
-        """Resolve queued targets to inboxes and hand the entries to the durable queue."""
-        now = self._clock()
-        by_seq: dict[int, list[tuple[str, int]]] = {}
-        for seq, target, attempts in await regional_store.due_targets(self._db, now):
-            by_seq.setdefault(seq, []).append((target, attempts))
-        for seq, targets in by_seq.items():
-            (entry,) = await self._ledger.entries(seq, 1)
-            wrapped = regional_outbox.for_fediverse(entry, self._followers)
-            found: list[fed_store.Recipient] = []
-            foreign: list[fed_store.Recipient] = []
-            done: list[str] = []
-            failed: list[tuple[str, int]] = []
-            for target, attempts in targets:
-                try:
-                    actor = await self._actors.get(target)
-                except (FederationError, ProtocolError) as exc:
-                    log.info("recipient %s of seq %d not reachable yet: %s", target, seq, exc)
-                    failed.append((target, attempts + 1))
-                    continue
-                recipient = fed_store.Recipient(actor.inbox, actor.shared_inbox)
-                # A fediverse server (no convene `kind`) acts on activities only (§9.6).
-                (foreign if actor.kind is None and wrapped else found).append(recipient)
-                done.append(target)
-            async with self._db.write() as tx:
-                if found:
-                    await fed_store.enqueue(tx.connection, entry, found)
-                if foreign and wrapped is not None:
-                    await fed_store.enqueue(tx.connection, wrapped, foreign)
-                await regional_store.done_targets(tx, seq, done)
-                for target, attempts in failed:
-                    later = now + min(MAX_BACKOFF_S, 2.0**attempts)
-                    await regional_store.retry_target(tx, seq, target, attempts, later)
-            if found or foreign:
-                wake_delivery(self._app)
-
-    async def catch_up(self, *, overdue_only: bool = False) -> None:
-        """Pull what may have been missed while down: the followed regions' Questions and
-        Decisions, then the listed chapters' tallies for every unsettled proposal. With
-        `overdue_only` (the periodic pass) only when some proposal is past its
-        `tallies_due` and still unsettled, as when a delivery was lost for good."""
-        wanted: set[str] = set()
-        chapters: set[str] = set()
-        for q in await regional_store.questions(self._db):
-            row = await regional_store.proposal_by_object(self._db, q.object_id)
-            if row is not None and row["status"] == "decided" and row["verification"]:
-                continue
-            if overdue_only and (q.due_ts is None or not 0 <= self._clock() - q.due_ts < 86400):
-                continue  # not overdue, or given up on after a day (a region gone for good)
-            wanted.add(q.object_id)
-            chapters |= set(self.spec(q).chapters)
-        chapters.discard(self._me)
-        if overdue_only and not wanted:
-            return
-        for region in await regional_store.followed_regions(self._db):
-            await self._pull(region, lambda e: e.get("type") in self._pulled_from_regions)
-        for chapter in sorted(chapters):
-            await self._pull(  # a listed lower region's Decision is its tally (§10.6)
-                chapter,
-                lambda e: e.get("type") in _PULLED and e.get("proposal") in wanted,
-            )
-
-    async def _pull(self, actor_id: str, keep: Callable[[dict[str, Any]], bool]) -> None:
-        try:
-            chain = await self._actors.chain(await self._actors.get(actor_id))
-        except (FederationError, ProtocolError) as exc:
-            log.info("catch-up: the chain of %s is out of reach: %s", actor_id, exc)
-            return
-        for entry in chain:
-            if not isinstance(entry, dict) or not keep(entry):
-                continue
-            try:
-                await self.receive(entry)
-            except Exception as exc:  # one entry must not stop the rest; the inbox retries
-                log.info("catch-up: %s not taken yet: %s", entry.get("id"), exc)
-
-    # -- reading -------------------------------------------------------------------
+    @property
+    def pulled_from_regions(self) -> frozenset[str]:
+        """Entry types catch-up takes from the followed regions' outboxes."""
+        return frozenset(self._pulled_from_regions)
 
     async def status(self, proposal_id: str) -> dict[str, Any]:
         """What this node holds about a regional proposal, for the API and the demo."""
-        row = await proposal_store.get_proposal(self._db, proposal_id)
-        if row is None:
-            raise NotFound(f"no proposal {proposal_id!r}")
-        q = await regional_store.question(self._db, row["object_id"] or "")
-        if q is None:
-            raise NotFound(f"proposal {proposal_id} is not a regional proposal")
-        spec = self.spec(q)
-        tallies = await regional_store.tallies(self._db, q.object_id)
-        decisions = await regional_store.decisions(self._db, q.object_id)
-        rejected = [r.to_json() for r in await regional_store.rejections(self._db, q.object_id)]
-        # Entries the inbox refused (bad or missing proof) were never stored; their
-        # metadata in the refusal log still names them here, as forged or unsigned.
-        for r in await regional_store.refusals(self._db, q.object_id):
-            code = _REFUSAL_CODES.get(r.code, r.code)
-            rejected.append(
-                {"actor": r.actor, "seq": r.seq, "type": r.type, "code": code, "reason": r.reason}
-            )
-        return {
-            "id": proposal_id,
-            "object_id": q.object_id,
-            "region": q.region,
-            "chapters": list(spec.chapters),
-            "rule": spec.rule,
-            "tallies_due": None if q.due_ts is None else rfc3339(q.due_ts),
-            "status": row["status"],
-            "tallies": [
-                {
-                    "chapter": t.actor,
-                    "seq": t.seq,
-                    "id": t.entry.get("id"),
-                    "digest": t.digest,
-                    "cast": t.entry.get("cast"),
-                    "eligible": t.entry.get("eligible"),
-                    "counts": t.entry.get("counts"),
-                    "outcome": t.entry.get("outcome"),
-                }
-                for t in tallies
-            ],
-            "rejected": rejected,
-            "region_decisions": [
-                {"id": d.entry.get("id"), "seq": d.seq, "digest": d.digest} for d in decisions
-            ],
-            "decision": msgspec.json.decode(row["decision"]) if row["decision"] else None,
-            "verification": row["verification"],
-            **({} if self.nesting is None else await self.nesting.view(q)),
-        }
+        return await regional_view.status(self, proposal_id)
 
 
 REGIONAL_KEY = web.AppKey("convene_regional", Regional)
-
-# what catch-up pulls from a listed member's chain: a chapter's tallies; a lower
-# region's Level and Decision, its input upward (§10.6)
-_PULLED = ("Tally", "Level", "Decision")
-
-# The inbox's refusal codes as the regional view names them: a proof that does not
-# verify, or one by a key not valid at that seq (e.g. retired), is a forgery.
-_REFUSAL_CODES = {"bad_proof": "forged", "unknown_key": "forged"}
 
 
 async def _regional_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES_KEY]
     regional = app[REGIONAL_KEY]
     services.proposals.regional = regional
-    task = asyncio.create_task(regional.run(), name="regional")
+    task = asyncio.create_task(regional.outbox.run(), name="regional")
     try:
         yield
     finally:
