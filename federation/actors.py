@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS fed_actor_key (
 
 DEFAULT_TTL = 24 * 3600.0
 MAX_CHAIN_PAGES = 1000
+_IN_BATCH = 500  # ids per IN (...) query, under SQLite's bound-parameter limit
 MAX_ENTRY_GAP = 32  # missing entries fetched one by one; beyond, the outbox is reread
 
 
@@ -135,6 +136,29 @@ class ActorCache:
         await self._check_key_continuity(actor, pinned)
         await self._store(actor)
         return actor
+
+    async def cached(self, actor_ids: Iterable[str]) -> dict[str, RemoteActor]:
+        """The actors among ``actor_ids`` as last fetched here, however stale, without
+        fetching or checking anything anew: to show a name, never to trust. An id never
+        fetched, or whose stored document no longer parses, is left out."""
+        ids = list(dict.fromkeys(actor_ids))
+        found: dict[str, RemoteActor] = {}
+        for start in range(0, len(ids), _IN_BATCH):
+            batch = ids[start : start + _IN_BATCH]
+            marks = ", ".join("?" * len(batch))
+            cur = await self._conn.execute(
+                f"SELECT id, document FROM fed_actor WHERE id IN ({marks})", batch
+            )
+            rows = await cur.fetchall()
+            await cur.close()
+            for actor_id, document in rows:
+                try:
+                    found[actor_id] = parse_actor(
+                        msgspec.json.decode(document), expected_id=actor_id
+                    )
+                except (msgspec.DecodeError, FederationError):
+                    continue
+        return found
 
     async def by_key_id(self, key_id: str, *, refresh: bool = False) -> RemoteActor:
         """The actor owning ``key_id`` (``{actor}#main-key``, ``{actor}#ed25519-k``, or a

@@ -42,8 +42,7 @@ from federation.actors import SCHEMA as ACTORS_SCHEMA
 from federation.actors import ActorCache
 from federation.client import FederationClient, http_signer
 from federation.delivery import DeliveryWorker, delivery_ctx
-from federation.documents import AssertionKey, LocalActor, parse_actor
-from federation.errors import FederationError
+from federation.documents import AssertionKey, LocalActor
 from federation.follow import FollowService
 from federation.inbox import Handler, Inbox, IncomingActivity, RefusalLog, inbox_ctx
 from federation.routes import setup_routes
@@ -122,7 +121,9 @@ class NodeSource:
 
 
 MAX_SHOWN_NAME = 80  # a remote actor's name is its own text: shown, but kept short
-_CACHED_ACTORS_SQL = "SELECT id, document FROM fed_actor WHERE id IN ({})"
+# The open actor cache of each running node in this process, by its database file:
+# `actor_names` is called with the node's services, which do not hold the cache.
+_OPEN_CACHES: dict[str, ActorCache] = {}
 
 
 def host_label(actor_id: str) -> str:
@@ -138,19 +139,15 @@ def host_label(actor_id: str) -> str:
 
 async def actor_names(services: NodeServices, actor_ids: Iterable[str]) -> dict[str, str]:
     """Each actor's ``name`` for pages: this node's own, else the one in the actor cache
-    (``fed_actor``, filled when the node fetched the actor, e.g. to check its tally's
-    signature), else its host. Only the cache is read: a page never fetches from other
+    (`ActorCache.cached`, filled when the node fetched the actor, e.g. to check its
+    tally's signature), else its host. Only the cache is read: a page never fetches from other
     servers, so it shows the same names when they are down. A stale document is fine
     here, as a name is shown, never trusted."""
     ids = list(dict.fromkeys(actor_ids))
     names = {actor_id: host_label(actor_id) for actor_id in ids}
-    if ids:
-        sql = _CACHED_ACTORS_SQL.format(", ".join("?" * len(ids)))
-        for actor_id, document in await services.db.fetchall(sql, ids):
-            try:
-                actor = parse_actor(msgspec.json.decode(document), expected_id=actor_id)
-            except (msgspec.DecodeError, FederationError):
-                continue  # a cached document that no longer parses: the host will do
+    actors = _OPEN_CACHES.get(str(services.config.database_path))
+    if ids and actors is not None:  # none while the node is not serving: hosts will do
+        for actor_id, actor in (await actors.cached(ids)).items():
             name = " ".join((actor.name or "").split())[:MAX_SHOWN_NAME]
             names[actor_id] = name or names[actor_id]
     if services.identity.actor in names:
@@ -228,6 +225,7 @@ async def _federation(app: web.Application) -> AsyncIterator[None]:
     service.on_queued = lambda: wake_delivery(app)
     app[CLIENT_KEY] = client
     app[ACTORS_KEY] = actors
+    _OPEN_CACHES[str(services.config.database_path)] = actors
     app[FOLLOW_KEY] = service
     app[INBOX_HANDLERS_KEY].update(
         {k: v for k, v in follow_handlers(service).items() if k not in app[INBOX_HANDLERS_KEY]}
@@ -235,6 +233,8 @@ async def _federation(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if _OPEN_CACHES.get(str(services.config.database_path)) is actors:
+            del _OPEN_CACHES[str(services.config.database_path)]
         await actors.close()
         await client.close()
 

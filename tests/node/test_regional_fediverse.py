@@ -22,8 +22,10 @@ from nodekit import call, free_port
 from servekit import serving
 
 from federation.client import FederationClient, http_signer
+from node.api import SERVICES_KEY
 from node.bootstrap import init_node
 from node.config import load_config
+from node.federation_glue import ACTORS_KEY, actor_names
 from node.regional_outbox import for_fediverse
 from node.services import build_services
 from protocol import proofs
@@ -129,13 +131,14 @@ async def world(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         await web.TCPSite(runner, "127.0.0.1", fedi.port).start()
         region_data, region_token = await make(tmp_path, "region", "region")
         chapter_data, chapter_token = await make(tmp_path, "chapter", "chapter")
-        _, region_url = await stack.enter_async_context(serving(region_data))
+        region_app, region_url = await stack.enter_async_context(serving(region_data))
         _, chapter_url = await stack.enter_async_context(serving(chapter_data))
         http = await stack.enter_async_context(aiohttp.ClientSession())
         yield {
             "fedi": fedi,
             "http": http,
             "region": (region_url, region_token),
+            "region_app": region_app,
             "chapter": (chapter_url, chapter_token),
         }
 
@@ -194,6 +197,14 @@ async def test_a_fediverse_follower_gets_the_question_in_a_create_and_a_node_get
     tampered = {**question, "name": "Rent hike"}
     with pytest.raises(ProtocolError):
         proofs.verified_digest(tampered, key)
+
+    # Pages name alice from the actor cache alone (`ActorCache.cached`, never a fetch).
+    app = world["region_app"]
+    never = "http://127.0.0.1:9/users/nobody"
+    cached = await app[ACTORS_KEY].cached([fedi.actor, never])
+    assert list(cached) == [fedi.actor] and cached[fedi.actor].name == "Alice"
+    names = await actor_names(app[SERVICES_KEY], [fedi.actor, never, region_actor])
+    assert names == {fedi.actor: "Alice", never: "127.0.0.1:9", region_actor: "region"}
 
     # The convene chapter took it bare and opened it.
     async def adopted() -> bool | None:
