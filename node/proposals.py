@@ -41,7 +41,7 @@ from node.proposal_forms import (
     terms_of_question,
     view_of,
 )
-from node.proposal_lifecycle import next_status as next_status  # node/regional.py imports it here
+from node.proposal_lifecycle import next_status
 from node.storage import Database, Row, Tx
 from protocol import ballots
 from protocol.errors import BallotError

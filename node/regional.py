@@ -52,7 +52,7 @@ from node.clock import Clock, parse_rfc3339, rfc3339, system_clock
 from node.errors import BadRequest, Conflict, NodeError
 from node.federation_glue import ACTORS_KEY, INBOX_HANDLERS_KEY, REFUSAL_LOG_KEY
 from node.ledger import Appended
-from node.proposals import next_status
+from node.proposal_lifecycle import next_status
 from node.regional_citation import check_citation
 from node.regional_outbox import RegionalOutbox
 from node.regional_store import HeldEntry, Question, Rejection
