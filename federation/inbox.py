@@ -39,6 +39,7 @@ importable from here.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -48,6 +49,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -210,7 +212,9 @@ class Inbox:
         self._scheme = scheme
         self._batch_size = batch_size
         self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._committing: concurrent.futures.Future[Any] | None = None
+        self._kicked = False
+        self._closing = False
 
     async def start(self) -> None:
         await self.db.open()
@@ -218,11 +222,14 @@ class Inbox:
 
     async def stop(self) -> None:
         await self.processor.stop()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        # Nobody waits forever: the sender gets a 503 and sends again later.
+        self._closing = True
+        # The batch being committed is answered as its commit ends; nobody else waits
+        # forever: the sender gets a 503 and sends again later.
+        job = self._committing
+        if job is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(job)
+            await asyncio.sleep(0)  # let _committed answer that batch
         _fail(self._pending, "the inbox is shutting down")
         self._pending.clear()
         await self.db.close()
@@ -396,32 +403,43 @@ class Inbox:
 
     # -- group commit --------------------------------------------------------------
 
-    async def _store(self, record: IncomingRecord) -> store.StoreOutcome:
+    def _store(self, record: IncomingRecord) -> asyncio.Future[store.StoreOutcome]:
         pending = _Pending(record)
         self._pending.append(pending)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await pending.done
+        if self._committing is None and not self._kicked:
+            # From the next turn of the loop, so that every request this turn has
+            # verified joins the batch.
+            self._kicked = True
+            asyncio.get_running_loop().call_soon(self._commit_next)
+        return pending.done
 
-    async def _flush(self) -> None:
+    def _commit_next(self) -> None:
         # Requests that arrive while one batch commits form the next batch: one
         # fsync serves many activities, and each waits for the commit of its own.
-        while self._pending:
-            batch = self._pending[: self._batch_size]
-            del self._pending[: len(batch)]
-            try:
-                outcomes = await self.db.run(
-                    store.store_incoming, [p.record for p in batch], self._clock()
-                )
-            except asyncio.CancelledError:
-                _fail(batch, "the inbox is shutting down")
-                raise
-            except Exception as exc:
-                _fail(batch, f"could not store: {exc}")
-                continue
+        self._kicked = False
+        if self._committing is not None or not self._pending or self._closing:
+            return
+        batch = self._pending[: self._batch_size]
+        del self._pending[: len(batch)]
+        loop = asyncio.get_running_loop()
+        job = self.db.submit(store.store_incoming, [p.record for p in batch], self._clock())
+        self._committing = job
+        # Straight from the database thread to a callback on the loop, not through an
+        # awaiting task: one turn of the loop fewer between the commit and the 202s,
+        # and a turn is long when the loop is busy (every request ready in it runs).
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._committed, batch, job))
+
+    def _committed(self, batch: list[_Pending], job: concurrent.futures.Future[Any]) -> None:
+        self._committing = None
+        try:
+            outcomes: list[store.StoreOutcome] = job.result()
+        except Exception as exc:
+            _fail(batch, f"could not store: {exc}")
+        else:
             for p, outcome in zip(batch, outcomes, strict=True):
                 if not p.done.done():
                     p.done.set_result(outcome)
+        self._commit_next()
 
 
 def inbox_ctx(

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -217,6 +217,14 @@ class Database:
             raise RuntimeError("Database.open() was not awaited")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(conn, *args))
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Start ``fn(conn, *args)`` on the thread; the caller attaches a callback
+        instead of awaiting (see federation/inbox.py's group commit)."""
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("Database.open() was not awaited")
+        return self._executor.submit(fn, conn, *args)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
