@@ -307,7 +307,9 @@ class Regional:
         if spec.scope != "regional" or self._me not in spec.chapters:
             log.info("question %s does not list this chapter; not held", entry.get("id"))
             return
-        await check_citation(self, entry, region, seq)  # a partner's request (§10.7)
+        held = await regional_store.question(self._db, str(entry.get("id")))
+        if held is None or held.digest != digest:  # checked once, not on every catch-up
+            await check_citation(self, entry, region, seq)  # a partner's request (§10.7)
         try:
             await self._proposals.adopt_regional(entry, digest=digest)
         except BadRequest as exc:

@@ -162,6 +162,10 @@ async def test_a_chapter_takes_a_cited_question_only_while_the_grant_is_in_force
     good = await eventually("the chapter to open the requested Question", opened_on_chapter)
     assert await rejected(chapter, good) == []
     question = next(e for e in await region.app[LEDGER_KEY].entries() if e["id"] == good)
+    # Delivered again (a catch-up pull): held already, nothing rejected or opened twice.
+    await chapter.app[REGIONAL_KEY].receive(question)
+    assert await rejected(chapter, good) == []
+    assert (await chapter_proposals(http, chapter)).count(good) == 1
 
     # A Question citing a request nobody made.
     invented = await sign_as(
