@@ -198,6 +198,26 @@ async def test_a_fediverse_follower_gets_the_question_in_a_create_and_a_node_get
     with pytest.raises(ProtocolError):
         proofs.verified_digest(tampered, key)
 
+    # A convening (§10.1) goes the same way: a Create(Event) to alice.
+    status, event = await call(
+        http,
+        "POST",
+        f"{region_url}/api/events",
+        region_token,
+        {"name": "Spring convening", "location": "Hall"}
+        | {"start": "2030-04-01T18:00:00Z", "end": "2030-04-01T20:00:00Z"},
+    )
+    assert status == 201, event
+
+    async def event_create() -> dict[str, Any] | None:
+        found = [a for a in fedi.of_type("Create") if a["object"]["type"] == "Event"]
+        return found[0] if found else None
+
+    wrapped = await eventually("alice to receive the Event in a Create", event_create)
+    assert wrapped["object"]["name"] == "Spring convening"
+    assert wrapped["id"] == wrapped["object"]["id"] + "#create"
+    assert fedi.of_type("Event") == []
+
     # Pages name alice from the actor cache alone (`ActorCache.cached`, never a fetch).
     app = world["region_app"]
     never = "http://127.0.0.1:9/users/nobody"
