@@ -56,7 +56,7 @@ CONNECTIONS = 64
 WARMUP = 200
 # Requests per round. A round ends with fewer than CONNECTIONS requests in flight, so
 # rounds much shorter than this measure the tail more than the steady state.
-ROUND = 500
+ROUND = 1000
 
 
 def _rsa_key(keys: Path) -> rsa.RSAPrivateKey:
@@ -343,13 +343,14 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.port, args.keys, args.db)
         return
-    rounds, size = (6, ROUND) if args.quick else (24, ROUND)
+    rounds, size = (4, ROUND) if args.quick else (12, ROUND)
     n = WARMUP + rounds * size
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="convene-bench-") as d:
         tmp = Path(d)
         # Both servers get the very same bytes (neither checks Host against its own
-        # port). The phases alternate in short rounds (a fraction of a second each),
-        # so that bursts of other load on the machine weigh on both alike.
+        # port). The phases alternate in rounds of ROUND requests (about half a
+        # second each), so that bursts of other load on the machine weigh on both alike.
         ports = {"floor": _free_port(), "inbox": _free_port()}
         t0 = time.perf_counter()
         reqs = make_requests(n, ports["floor"], tmp)
@@ -368,16 +369,22 @@ def main() -> None:
         if stored != n:
             raise SystemExit(f"inbox stored {stored} of {n} activities")
     done = rounds * size
+    load_end = os.getloadavg()[0]
     floor_rate, inbox_rate = done / wall["floor"], done / wall["inbox"]
     ratio = inbox_rate / floor_rate
+    per = {kind: cpu[kind] / done * 1e6 for kind in cpu}
     print(f"floor (bare aiohttp, RSA + Ed25519 verify only): {floor_rate:,.0f} /s")
     print(f"inbox (verified, deduped, stored in SQLite):     {inbox_rate:,.0f} /s")
     for kind in ("floor", "inbox"):
-        per = cpu[kind] / done * 1e6
-        print(f"  {kind} server CPU per activity: {per:,.0f} us (all threads)")
+        print(f"  {kind} server CPU per activity: {per[kind]:,.0f} us (all threads)")
     print(f"  load generator CPU per request: {client_cpu / (n * 2) * 1e6:,.0f} us")
+    print(f"  load average: {load_start:.2f} at start, {load_end:.2f} at end (2 cores)")
     print(f"ratio inbox/floor: {ratio:.2f} (target >= 0.6); stored {stored} of {n}")
-    print(f"RESULT accepted_per_s={inbox_rate:.0f} floor_per_s={floor_rate:.0f} ratio={ratio:.2f}")
+    print(
+        f"RESULT accepted_per_s={inbox_rate:.0f} floor_per_s={floor_rate:.0f} ratio={ratio:.2f}"
+        f" inbox_cpu_us={per['inbox']:.0f} floor_cpu_us={per['floor']:.0f}"
+        f" load_start={load_start:.2f} load_end={load_end:.2f}"
+    )
 
 
 if __name__ == "__main__":
