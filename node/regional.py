@@ -28,8 +28,9 @@ and never an authority:
   that appends the entry and drained into federation's durable queue once the targets'
   inboxes are known. A node that was down pulls, on start, the region's and the listed
   chapters' outboxes and feeds those entries through the very same checks. That loop
-  lives in node/regional_outbox.py, the read-only view in node/regional_view.py, and a
-  chapter's check of a partner's `requested_by` in node/regional_citation.py.
+  lives in node/regional_outbox.py, deciding and comparing in regional_decision.py,
+  the read-only view in regional_view.py, and a chapter's check of a partner's
+  `requested_by` in regional_citation.py.
 """
 
 from __future__ import annotations
@@ -40,20 +41,19 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from aiohttp import web
 
 from federation.actors import ActorCache, ActorKeyError
 from federation.errors import FederationError
 from federation.inbox import EntryRefusal, IncomingActivity
-from node import proposal_store, regional_store, regional_view
+from node import regional_store, regional_view
 from node.api import SERVICES_KEY, authenticate, json_response
 from node.clock import Clock, parse_rfc3339, rfc3339, system_clock
-from node.errors import BadRequest, Conflict, NodeError
+from node.errors import BadRequest, NodeError
 from node.federation_glue import ACTORS_KEY, INBOX_HANDLERS_KEY, REFUSAL_LOG_KEY
 from node.ledger import Appended
-from node.proposal_lifecycle import next_status
 from node.regional_citation import check_citation
+from node.regional_decision import RegionalDecision
 from node.regional_outbox import RegionalOutbox
 from node.regional_store import HeldEntry, Question, Rejection
 from node.storage import Database, Tx
@@ -65,8 +65,6 @@ if TYPE_CHECKING:
     from node.nested import Nested  # which imports this module
 
 log = logging.getLogger("convene.regional")
-
-DECIDE_MARGIN_S = 2  # the region waits this long past tallies_due for tallies in transit
 
 
 class RejectedEntry(NodeError):
@@ -112,8 +110,8 @@ class Regional:
         self._clock = clock
         self.clock = clock
         self.outbox = RegionalOutbox(app, self)
+        self.deciding = RegionalDecision(app, self)
         self._dirty: set[str] = set()
-        self._final: set[str] = set()
         self._ingest: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "Question": self._on_question,
             "Tally": self._on_tally,
@@ -402,129 +400,22 @@ class Regional:
 
     def _mark(self, object_id: str) -> None:
         self._dirty.add(object_id)
-        self._final.discard(object_id)
+        self.deciding.final.discard(object_id)
         self.outbox.wake.set()
 
-    # -- deciding ------------------------------------------------------------------
+    # -- deciding (node/regional_decision.py) ---------------------------------------
 
     async def settle(self, q: Question) -> None:
         """Decide (region) or compute and compare (chapter) once tallies are in: every
         listed chapter reported, or `tallies_due` has passed."""
-        row = await regional_store.proposal_by_object(self._db, q.object_id)
-        if row is None:
-            return
-        spec = self.spec(q)
-        held = await regional_store.tallies(self._db, q.object_id)
-        inputs = [] if self.nesting is None else await self.nesting.inputs(q)
-        everyone = set(spec.chapters) <= {t.actor for t in held} | {t.chapter for _, t in inputs}
-        # `published` has whole seconds, so a tally of the due second itself is on
-        # time: wait until that second is over. The region, which decides once, also
-        # leaves an on-time tally a moment to arrive; a chapter recomputes if one does.
-        wait = 1 + (DECIDE_MARGIN_S if q.region == self._me else 0)
-        wait += 0 if self.nesting is None else await self.nesting.extra_wait(q)
-        if not everyone and (q.due_ts is None or self._clock() < q.due_ts + wait):
-            return
-        pairs = [(t.digest, protocol_tally.parse_tally(t.entry)) for t in held] + inputs
-        ours = aggregate.aggregate(spec, pairs, proposal=q.object_id, proposal_digest=q.digest)
-        if q.region == self._me:
-            await self._decide(q, row["id"], row["status"], ours)
-        elif row["status"] in ("closed", "decided"):
-            await self._compare(q, row, spec, pairs, ours, everyone)
-
-    async def _decide(
-        self, q: Question, proposal_id: str, status: str, decision: aggregate.Decision
-    ) -> None:
-        if status == "decided":
-            self._final.add(q.object_id)
-            return
-        if status == "open":
-            with contextlib.suppress(Conflict):
-                await self._proposals.close(None, proposal_id)
-        elif status != "closed":
-            return  # a draft is not decided
-        body: dict[str, Any] = {"type": "Decision", **aggregate.decision_body(decision)}
-
-        async def extra(tx: Tx, appended: Appended) -> None:
-            current = await proposal_store.get_proposal_tx(tx, proposal_id)
-            assert current is not None
-            view = {**body, "computed_by": self._me, "region_decision": appended.entry["id"]}
-            del view["type"]
-            fields = {
-                "status": next_status(proposal_id, current["status"], "decide"),
-                "decision": msgspec.json.encode(view).decode(),
-                "verification": "verified",
-            }
-            await proposal_store.update_proposal(tx, proposal_id, fields)
-            await regional_store.set_decision_seq(tx, q.object_id, appended.seq)
-
-        appended = await self._ledger.append(body, extra)
-        self._final.add(q.object_id)
-        log.info("decided %s at seq %d: %s", q.object_id, appended.seq, decision.outcome.result)
-
-    async def _compare(
-        self,
-        q: Question,
-        row: Any,
-        spec: ballots.ProposalSpec,
-        pairs: list[tuple[str, protocol_tally.Tally]],
-        ours: aggregate.Decision,
-        everyone: bool,
-    ) -> None:
-        verification: str | None = None
-        dispute: str | None = None
-        region_entry: str | None = None
-        theirs = await regional_store.decisions(self._db, q.object_id)
-        if theirs:
-            region_entry = str(theirs[-1].entry.get("id"))
-            problems: list[str] = []
-            for d in theirs:
-                try:
-                    aggregate.verify_decision(
-                        spec, pairs, d.entry, proposal=q.object_id, proposal_digest=q.digest
-                    )
-                except TallyError as exc:
-                    named = set(aggregate.parse_decision(d.entry).tallies)
-                    if named - {digest for digest, _ in pairs} and not everyone:
-                        dispute = f"waiting for tally entries the decision at seq {d.seq} names"
-                    else:
-                        problems.append(f"decision at seq {d.seq}: {exc.detail}")
-            if problems:
-                verification = "disputed"
-                many = f"{q.region} signed {len(theirs)} different decisions; " * (len(theirs) > 1)
-                dispute = many + "; ".join(problems)
-            elif dispute is None:
-                verification = "verified"
-        view = {
-            **aggregate.decision_body(ours),
-            "computed_by": self._me,
-            "region_decision": region_entry,
-            "dispute": dispute,
-        }
-        encoded = msgspec.json.encode(view).decode()
-        if verification is not None:
-            self._final.add(q.object_id)
-        if (row["status"], row["decision"], row["verification"]) == (
-            "decided",
-            encoded,
-            verification,
-        ):
-            return
-        async with self._db.write() as tx:
-            current = await proposal_store.get_proposal_tx(tx, row["id"])
-            assert current is not None
-            fields: dict[str, Any] = {"decision": encoded, "verification": verification}
-            if current["status"] == "closed":
-                fields["status"] = next_status(row["id"], "closed", "decide")
-            await proposal_store.update_proposal(tx, row["id"], fields)
-        if verification == "disputed":
-            log.warning("disputed %s: %s", q.object_id, dispute)
+        await self.deciding.settle(q)
 
     # -- the background loop (node/regional_outbox.py) and reading (regional_view.py) --
 
     async def settle_due(self) -> None:
         """Settle every proposal something arrived for, or not yet final."""
         for q in await regional_store.questions(self._db):
-            if q.object_id in self._final and q.object_id not in self._dirty:
+            if q.object_id in self.deciding.final and q.object_id not in self._dirty:
                 continue
             self._dirty.discard(q.object_id)
             await self.settle(q)
