@@ -121,9 +121,6 @@ class NodeSource:
 
 
 MAX_SHOWN_NAME = 80  # a remote actor's name is its own text: shown, but kept short
-# The open actor cache of each running node in this process, by its database file:
-# `actor_names` is called with the node's services, which do not hold the cache.
-_OPEN_CACHES: dict[str, ActorCache] = {}
 
 
 def host_label(actor_id: str) -> str:
@@ -137,15 +134,16 @@ def host_label(actor_id: str) -> str:
     return url.host if url.is_default_port() else f"{url.host}:{url.port}"
 
 
-async def actor_names(services: NodeServices, actor_ids: Iterable[str]) -> dict[str, str]:
+async def actor_names(app: web.Application, actor_ids: Iterable[str]) -> dict[str, str]:
     """Each actor's ``name`` for pages: this node's own, else the one in the actor cache
     (`ActorCache.cached`, filled when the node fetched the actor, e.g. to check its
     tally's signature), else its host. Only the cache is read: a page never fetches from other
     servers, so it shows the same names when they are down. A stale document is fine
     here, as a name is shown, never trusted."""
+    services = app[SERVICES_KEY]
     ids = list(dict.fromkeys(actor_ids))
     names = {actor_id: host_label(actor_id) for actor_id in ids}
-    actors = _OPEN_CACHES.get(str(services.config.database_path))
+    actors = app.get(ACTORS_KEY)
     if ids and actors is not None:  # none while the node is not serving: hosts will do
         for actor_id, actor in (await actors.cached(ids)).items():
             name = " ".join((actor.name or "").split())[:MAX_SHOWN_NAME]
@@ -225,7 +223,6 @@ async def _federation(app: web.Application) -> AsyncIterator[None]:
     service.on_queued = lambda: wake_delivery(app)
     app[CLIENT_KEY] = client
     app[ACTORS_KEY] = actors
-    _OPEN_CACHES[str(services.config.database_path)] = actors
     app[FOLLOW_KEY] = service
     app[INBOX_HANDLERS_KEY].update(
         {k: v for k, v in follow_handlers(service).items() if k not in app[INBOX_HANDLERS_KEY]}
@@ -233,8 +230,6 @@ async def _federation(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if _OPEN_CACHES.get(str(services.config.database_path)) is actors:
-            del _OPEN_CACHES[str(services.config.database_path)]
         await actors.close()
         await client.close()
 

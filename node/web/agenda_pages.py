@@ -14,7 +14,7 @@ from aiohttp import web
 
 from node.agenda_service import AGENDA_KEY, AgendaService
 from node.federation_glue import actor_names
-from node.web.page import Visit, page, read_form, redirect, render, services
+from node.web.page import Visit, page, read_form, redirect, render
 
 
 def _svc(request: web.Request) -> AgendaService:
@@ -62,7 +62,7 @@ async def agenda(request: web.Request, visit: Visit) -> web.Response:
     shown = [view["region"], *view["chapters"], *(s for i in view["items"] for s in i["sponsors"])]
     context = {
         "a": view,
-        "names": await actor_names(services(request), shown),
+        "names": await actor_names(request.app, shown),
         "me_actor": me,
         "organizer": organizer,
         "listed": me in view["chapters"],

@@ -61,7 +61,7 @@ async def show_event(request: web.Request, visit: Visit) -> web.Response:
     member = visit.need_member()
     ev = await _events(request).view(request.match_info["id"], member)
     # names from the actor cache only: a page never fetches from other servers
-    names = await actor_names(services(request), [ev["host"], *ev["invited"]])
+    names = await actor_names(request.app, [ev["host"], *ev["invited"]])
     context = {"ev": ev, "answers": ANSWERS, "names": names}
     return render(request, visit, "event.html", context)
 

@@ -24,7 +24,7 @@ from node import regional_store
 from node.errors import BadRequest, NotFound
 from node.federation_glue import FOLLOW_KEY, actor_names
 from node.regional import REGIONAL_KEY
-from node.web.page import Visit, page, read_form, redirect, render, services
+from node.web.page import Visit, page, read_form, redirect, render
 
 MAX_REGION = 500
 
@@ -83,7 +83,7 @@ async def region(request: web.Request, visit: Visit) -> web.Response:
     for p in levels:
         shown += [p["upper"], *(d["region"] for d in p["lower_decisions"])]
         shown += [str(r.get("actor")) for r in p["refused_lower"]]
-    names = await actor_names(services(request), shown)
+    names = await actor_names(request.app, shown)
     return render(request, visit, "region.html", context | {"levels": levels, "names": names})
 
 

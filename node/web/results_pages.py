@@ -125,7 +125,7 @@ async def chapter_rows(request: web.Request, regional: Decision) -> list[dict[st
     """The by-chapter table: each chapter by name, its actor id kept for auditors (a link
     only when it is a web address), and this node's own row marked."""
     svc = services(request)
-    names = await actor_names(svc, (c.chapter for c in regional.chapters))
+    names = await actor_names(request.app, (c.chapter for c in regional.chapters))
     return [
         {
             "c": c,

@@ -22,7 +22,6 @@ from nodekit import call, free_port
 from servekit import serving
 
 from federation.client import FederationClient, http_signer
-from node.api import SERVICES_KEY
 from node.bootstrap import init_node
 from node.config import load_config
 from node.federation_glue import ACTORS_KEY, actor_names
@@ -223,7 +222,7 @@ async def test_a_fediverse_follower_gets_the_question_in_a_create_and_a_node_get
     never = "http://127.0.0.1:9/users/nobody"
     cached = await app[ACTORS_KEY].cached([fedi.actor, never])
     assert list(cached) == [fedi.actor] and cached[fedi.actor].name == "Alice"
-    names = await actor_names(app[SERVICES_KEY], [fedi.actor, never, region_actor])
+    names = await actor_names(app, [fedi.actor, never, region_actor])
     assert names == {fedi.actor: "Alice", never: "127.0.0.1:9", region_actor: "region"}
 
     # The convene chapter took it bare and opened it.
