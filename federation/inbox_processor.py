@@ -115,21 +115,32 @@ class InboxProcessor:
         # outcomes and reads the next due rows in one go, so a busy inbox pays one
         # thread hop and one commit per BATCH activities, not per activity.
         marks: list[ProcessingMark] = []
-        while True:
-            try:
-                rows, nxt = await self.db.run(_settle_and_fetch, marks, self._clock(), BATCH)
-                marks = [await self._process(row) for row in rows]
-                # After a batch, go straight back: its outcomes are written by the next
-                # trip, which also takes whatever arrived meanwhile.
-                delay = 0.0 if rows else 1.0
-                if not rows and nxt is not None:
-                    delay = max(0.01, min(delay, nxt - self._clock()))
-            except Exception:
-                log.exception("inbox processor failed; retrying")
-                marks, delay = [], 1.0
-            if delay:
-                await store.nap(self._wake, delay)
-            self._wake.clear()
+        try:
+            while True:
+                try:
+                    rows, nxt = await self.db.run(_settle_and_fetch, marks, self._clock(), BATCH)
+                    marks = []
+                    for row in rows:
+                        marks.append(await self._process(row))
+                    # After a batch, go straight back: its outcomes are written by the
+                    # next trip, which also takes whatever arrived meanwhile.
+                    delay = 0.0 if rows else 1.0
+                    if not rows and nxt is not None:
+                        delay = max(0.01, min(delay, nxt - self._clock()))
+                except Exception:
+                    log.exception("inbox processor failed; retrying")
+                    marks, delay = [], 1.0
+                if delay:
+                    await store.nap(self._wake, delay)
+                self._wake.clear()
+        except asyncio.CancelledError:
+            # Stopping: the outcomes of handlers that already ran are still written
+            # (the thread runs this before it closes the connection), so a restart
+            # runs only the one that was interrupted again. Writing a batch twice,
+            # if the trip in flight wrote it too, changes nothing.
+            if marks:
+                self.db.submit(store.record_processing, marks)
+            raise
 
     async def _process(self, row: PendingIncoming) -> ProcessingMark:
         error: str | None = None
