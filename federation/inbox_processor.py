@@ -6,8 +6,10 @@ answers 202; this reads them back in arrival order (``fed_incoming`` in state
 table supplied by the node. A handler that raises or hangs past its timeout is
 retried with exponential backoff and the activity is marked failed after the last
 try; the state change for each outcome is the table :data:`PROCESS_TRANSITIONS`.
-Processing is at least once across crashes (a mark not yet committed means one more
-run), so handlers must be idempotent, e.g. keyed by (actor, seq).
+Outcomes are written once per batch of up to :data:`BATCH` activities, together with
+the read of the next batch. Processing is at least once across crashes (after a kill
+the handlers of the batch in hand run again; a clean stop still writes the outcomes of
+those that ran), so handlers must be idempotent, e.g. keyed by (actor, seq).
 """
 
 from __future__ import annotations
