@@ -121,7 +121,8 @@ def store_incoming(
     (actor, seq), is written by one SQL statement that is its own transaction
     (:func:`_store_all_new`); any other batch is stored one record at a time.
     """
-    if len(batch) <= _ONE_STATEMENT:
+    # (Autocommit would first commit a transaction the caller holds open.)
+    if len(batch) <= _ONE_STATEMENT and not conn.in_transaction:
         out = _store_all_new(conn, batch, now)
         if out is not None:
             return out
@@ -357,7 +358,7 @@ def record_processing(conn: sqlite3.Connection, marks: Sequence[ProcessingMark])
     # mark lost to a power cut means one more run of an idempotent handler, the same
     # as a crash just before this commit, and no acknowledged activity is lost.
     level = conn.isolation_level
-    if len(marks) <= _CHUNK:
+    if len(marks) <= _CHUNK and not conn.in_transaction:
         # One statement, its own transaction: no BEGIN or COMMIT calls (the GIL again).
         conn.isolation_level = None
     conn.execute("PRAGMA synchronous=NORMAL")

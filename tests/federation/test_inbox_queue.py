@@ -8,6 +8,7 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -151,3 +152,17 @@ async def test_stopping_mid_batch_keeps_the_outcomes_of_handlers_that_ran(
         (records[1].activity_id, store.RECEIVED, 0),
         (records[2].activity_id, store.RECEIVED, 0),
     ]
+
+
+def test_a_caller_s_open_transaction_is_not_committed_early() -> None:
+    conn = _conn()
+    conn.execute("CREATE TABLE other (x)")
+    conn.commit()
+    conn.execute("INSERT INTO other VALUES (1)")  # the caller's transaction, still open
+    unbindable = dataclasses.replace(_record(1, b"{}"), body=object())  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.Error):
+        store.store_incoming(conn, [unbindable], 1.0)
+    # The failed store rolled back, the caller's row with it, as before the one-statement
+    # path existed: that path must not have committed the caller's transaction first.
+    assert conn.execute("SELECT COUNT(*) FROM other").fetchone() == (0,)
+    assert conn.execute("SELECT COUNT(*) FROM fed_incoming").fetchone() == (0,)
