@@ -404,6 +404,8 @@ class Inbox:
     # -- group commit --------------------------------------------------------------
 
     def _store(self, record: IncomingRecord) -> asyncio.Future[store.StoreOutcome]:
+        if self._closing:
+            raise FederationError("the inbox is shutting down", code="unavailable", status=503)
         pending = _Pending(record)
         self._pending.append(pending)
         if self._committing is None and not self._kicked:
@@ -422,7 +424,11 @@ class Inbox:
         batch = self._pending[: self._batch_size]
         del self._pending[: len(batch)]
         loop = asyncio.get_running_loop()
-        job = self.db.submit(store.store_incoming, [p.record for p in batch], self._clock())
+        try:
+            job = self.db.submit(store.store_incoming, [p.record for p in batch], self._clock())
+        except RuntimeError as exc:  # the database is closed: nobody may wait forever
+            _fail(batch, f"could not store: {exc}")
+            return
         self._committing = job
         # Straight from the database thread to a callback on the loop, not through an
         # awaiting task: one turn of the loop fewer between the commit and the 202s,
