@@ -8,15 +8,15 @@ measures in one run:
       (envelope + canonicalize + hash + verify + link check);
   (c) b / a;
 and with --workers N (default: all cores), entries/s when N forked workers, started
-before the clock and pinned one to a core, verify the chain as a JSON Lines file holds
-it: each worker decodes and verifies byte ranges of lines with the same verify_next,
+before the clock (with --pin, pinned one to a core), verify the chain as a JSON Lines
+file holds it: each worker decodes and verifies byte ranges of lines with the same verify_next,
 every range starting from the state protocol.chain.state_before says the lines before
 it lead to, while this process checks, in order, that each range's assumed start is the
 state the previous range really ended in (a mismatch is re-verified here from the true
 state). The parallel run must end in the same ChainState as the sequential one. Beside
 it, the raw floor is also run on all workers at once: how far N cores scale here at all.
 
-    python bench/chain_verify.py [--quick] [--workers N] [--entries N]
+    python bench/chain_verify.py [--quick] [--workers N] [--entries N] [--pin]
 """
 
 from __future__ import annotations
@@ -169,8 +169,8 @@ class Parallel(NamedTuple):
 
 
 def _serve(conn: Connection, core: int | None, messages: list[Message]) -> None:
-    """Worker process, pinned to one core: verify the segments sent (or run ``count`` raw
-    verifies, for the floor on all cores at once) until told to stop."""
+    """Worker process (pinned to ``core`` if given): verify the segments sent (or run
+    raw verifies, for the floor on all cores at once) until told to stop."""
     if core is not None:
         os.sched_setaffinity(0, {core})
     while (job := conn.recv()) is not None:
@@ -208,7 +208,7 @@ def claimed_keys(data: bytes) -> list[tuple[int, str, VerifyKey]]:
     return key_history(sorted(found, key=lambda e: e.get("seq", 0) if isinstance(e, dict) else 0))
 
 
-def parallel(workers: int, messages: list[Message]) -> Parallel:
+def parallel(workers: int, messages: list[Message], *, pin: bool = False) -> Parallel:
     """The chain file verified by a pool of workers; here, in order, each segment's
     assumed start must be the state the previous one ended in (else it is re-verified
     here from that state).
@@ -227,7 +227,7 @@ def parallel(workers: int, messages: list[Message]) -> Parallel:
     ctx = multiprocessing.get_context("fork")
     links = [ctx.Pipe() for _ in range(workers)]
     cores = sorted(os.sched_getaffinity(0))
-    pin = len(cores) >= workers
+    pin = pin and len(cores) >= workers
     procs = [
         ctx.Process(target=_serve, args=(child, cores[i] if pin else None, messages), daemon=True)
         for i, (_, child) in enumerate(links)
@@ -307,6 +307,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10,000 entries, under 30 s")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--entries", type=int, default=None)
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin worker i to core i (on a machine shared with other work, pinned workers "
+        "cannot move away from a busy core: measured slower there)",
+    )
     args = parser.parse_args()
     count = args.entries or (10_000 if args.quick else 100_000)
 
@@ -328,7 +334,7 @@ def main() -> None:
     messages = [(vk, m, signer.sign(m)) for m in (canonicalize(e) for e in ENTRIES[:1000])]
     raw_verify_time(messages, 1000)  # warm up
     state, raw, chain_rate, raw_cpu, chain_cpu = sequential(ENTRIES, messages)
-    par = parallel(args.workers, messages)
+    par = parallel(args.workers, messages, pin=args.pin)
     assert par.state == state, "parallel and sequential verification disagree"
 
     ratio, pratio = chain_rate / raw, par.per_s / par.floor_per_s
