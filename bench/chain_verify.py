@@ -8,15 +8,16 @@ measures in one run:
       (envelope + canonicalize + hash + verify + link check);
   (c) b / a;
 and with --workers N (default: all cores), entries/s when N forked workers, started
-before the clock (with --pin, pinned one to a core), verify the chain as a JSON Lines
-file holds it: each worker decodes and verifies byte ranges of lines with the same verify_next,
-every range starting from the state protocol.chain.state_before says the lines before
-it lead to, while this process checks, in order, that each range's assumed start is the
-state the previous range really ended in (a mismatch is re-verified here from the true
-state). The parallel run must end in the same ChainState as the sequential one. Beside
-it, the raw floor is also run on all workers at once: how far N cores scale here at all.
+before the clock (with --pin, pinned one to a core), verify segments of the chain with
+the same verify_next (the entries inherited by fork, or with --lines the chain as a JSON
+Lines file holds it, each worker decoding its byte ranges), every segment starting from
+the state protocol.chain.state_before says the entries before it lead to, while this
+process checks, in order, that each segment's assumed start is the state the previous
+one really ended in (a mismatch is re-verified here from the true state). The parallel
+run must end in the same ChainState as the sequential one. Beside it, the raw floor is
+also run on all workers at once: how far N cores scale here at all.
 
-    python bench/chain_verify.py [--quick] [--workers N] [--entries N] [--pin]
+    python bench/chain_verify.py [--quick] [--workers N] [--entries N] [--pin] [--lines]
 """
 
 from __future__ import annotations
@@ -125,11 +126,28 @@ def sequential(
 
 
 _NO_ASSUMPTION: Final = "no assumption"  # a worker could not read the line before its segment
+Verdict = tuple[ChainState | str | None, ChainState | str, float]
 
 
-def _verify_lines(
-    start: int, end: int, history: list[tuple[int, str, VerifyKey]]
-) -> tuple[ChainState | str | None, ChainState | str, float]:
+def _verify_entries(lo: int, hi: int, history: list[tuple[int, str, VerifyKey]]) -> Verdict:
+    """Worker: verify ENTRIES[lo:hi] with verify_next from the state they assume.
+
+    The entries were inherited by fork (their pages are copied on first write, which
+    every reference count change is); only the bounds come in and only the assumed
+    start, the end state (or why the segment failed) and the CPU seconds go back."""
+    cpu = time.process_time()
+    assumed = None if lo == 0 else state_before(ACTOR, lo, entry_digest(ENTRIES[lo - 1]), history)
+    state = assumed
+    try:
+        for entry in ENTRIES[lo:hi]:
+            state = verify_next(state, entry)
+    except ChainError as exc:
+        return assumed, str(exc), time.process_time() - cpu
+    assert state is not None
+    return assumed, state, time.process_time() - cpu
+
+
+def _verify_lines(start: int, end: int, history: list[tuple[int, str, VerifyKey]]) -> Verdict:
     """Worker: verify the lines LINES[start:end] with verify_next from the state they
     assume, which the line before ``start`` and the claimed ``history`` give.
 
@@ -176,15 +194,17 @@ def _serve(conn: Connection, core: int | None, messages: list[Message]) -> None:
     while (job := conn.recv()) is not None:
         if job[0] == "raw":
             conn.send(raw_verify_time(messages, job[1]))
-        else:
+        elif job[0] == "lines":
             conn.send(_verify_lines(*job[1:]))
+        else:
+            conn.send(_verify_entries(*job[1:]))
 
 
 def _raw_everywhere(conns: list[Connection], count: int) -> float:
-    """Wall seconds for ``count`` raw verifies spread over every worker at once."""
+    """Wall seconds for ``count`` raw verifies in every worker at once."""
     start = time.perf_counter()
     for conn in conns:
-        conn.send(("raw", count // len(conns)))
+        conn.send(("raw", count))
     for conn in conns:
         conn.recv()
     return time.perf_counter() - start
@@ -208,14 +228,17 @@ def claimed_keys(data: bytes) -> list[tuple[int, str, VerifyKey]]:
     return key_history(sorted(found, key=lambda e: e.get("seq", 0) if isinstance(e, dict) else 0))
 
 
-def parallel(workers: int, messages: list[Message], *, pin: bool = False) -> Parallel:
-    """The chain file verified by a pool of workers; here, in order, each segment's
-    assumed start must be the state the previous one ended in (else it is re-verified
-    here from that state).
+def parallel(
+    workers: int, messages: list[Message], *, pin: bool = False, lines: bool = False
+) -> Parallel:
+    """The chain verified by a pool of workers, from the inherited ENTRIES or (``lines``)
+    from the JSON Lines bytes LINES; here, in order, each segment's assumed start must be
+    the state the previous one ended in (else it is re-verified here from that state).
 
     The pool is started before the clock, as a long-lived audit service would hold it;
-    the clock covers finding the segments' byte offsets and the claimed keys in the file,
-    every line's decoding and verification, and the ordered link check here. It runs in
+    the clock covers finding the segments and the keys the chain claims (in the file: a
+    byte search), every entry's verification (and its line's decoding), and the ordered
+    link check here. It runs in
     rounds, each preceded by a slice of the raw floor (one core), so that the floor this
     is compared with was measured under the same load. Many short segments (256) keep
     every worker busy until the end of a round; each worker holds two, so it never waits
@@ -223,7 +246,7 @@ def parallel(workers: int, messages: list[Message], *, pin: bool = False) -> Par
     a Pool's helper threads cost this process about a sixth of a core, which on two cores
     is taken straight from the workers."""
     data = LINES[0]
-    n = data.count(b"\n")
+    n = data.count(b"\n") if lines else len(ENTRIES)
     ctx = multiprocessing.get_context("fork")
     links = [ctx.Pipe() for _ in range(workers)]
     cores = sorted(os.sched_getaffinity(0))
@@ -240,9 +263,15 @@ def parallel(workers: int, messages: list[Message], *, pin: bool = False) -> Par
     raw_count = everywhere_count = 0
     try:
         start, cpu = time.perf_counter(), time.process_time()
-        cuts = sorted({0, *(data.find(b"\n", len(data) * k // 256) + 1 for k in range(1, 256))})
-        bounds = [(lo, hi) for lo, hi in zip(cuts, [*cuts[1:], len(data)], strict=True) if lo < hi]
-        history = claimed_keys(data)
+        if lines:
+            cuts = {0, *(data.find(b"\n", len(data) * k // 256) + 1 for k in range(1, 256))}
+            size, history = len(data), claimed_keys(data)
+        else:
+            cuts = {n * k // 256 for k in range(256)}
+            size, history = n, key_history(ENTRIES)
+        ends = sorted(cuts)
+        bounds = [(lo, hi) for lo, hi in zip(ends, [*ends[1:], size], strict=True) if lo < hi]
+        kind = "lines" if lines else "entries"
         per_round = max(workers, len(bounds) // 4)
         elapsed = time.perf_counter() - start
         for r in range(0, len(bounds), per_round):
@@ -250,16 +279,16 @@ def parallel(workers: int, messages: list[Message], *, pin: bool = False) -> Par
             count = n * len(batch) // len(bounds) // 4
             wall, raw = raw_verify_time(messages, count)
             raw_time, raw_cpu, raw_count = raw_time + wall, raw_cpu + raw, raw_count + count
-            everywhere += _raw_everywhere(conns, count * workers)
-            everywhere_count += count // workers * workers * workers
+            everywhere += _raw_everywhere(conns, count)
+            everywhere_count += count * workers
             start = time.perf_counter()
             todo = iter(range(len(batch)))
             sent: dict[Connection, list[int]] = {conn: [] for conn in conns}
             for conn in conns * 2:
                 if (i := next(todo, None)) is not None:
-                    conn.send(("lines", *batch[i], history))
+                    conn.send((kind, *batch[i], history))
                     sent[conn].append(i)
-            done: dict[int, tuple[ChainState | str | None, ChainState | str, float]] = {}
+            done: dict[int, Verdict] = {}
             ready = 0
             while ready < len(batch):
                 for got in wait([c for c in conns if sent[c]]):
@@ -267,14 +296,15 @@ def parallel(workers: int, messages: list[Message], *, pin: bool = False) -> Par
                     conn = got
                     done[sent[conn].pop(0)] = conn.recv()
                     if (i := next(todo, None)) is not None:
-                        conn.send(("lines", *batch[i], history))
+                        conn.send((kind, *batch[i], history))
                         sent[conn].append(i)
                 while ready in done:
                     (lo, hi), (assumed, end, seconds) = batch[ready], done.pop(ready)
                     ready += 1
                     worker_cpu += seconds
                     if assumed != state:
-                        for entry in _decode_lines(data[lo:hi]):  # wrong assumption: redo
+                        redo = _decode_lines(data[lo:hi]) if lines else ENTRIES[lo:hi]
+                        for entry in redo:  # a wrong assumption: verify it here
                             state = verify_next(state, entry)
                         continue
                     if isinstance(end, str):
@@ -313,6 +343,12 @@ def main() -> None:
         help="pin worker i to core i (on a machine shared with other work, pinned workers "
         "cannot move away from a busy core: measured slower there)",
     )
+    parser.add_argument(
+        "--lines",
+        action="store_true",
+        help="workers decode the chain's JSON Lines bytes instead of using the entries "
+        "inherited by fork (measured to cost more CPU per entry)",
+    )
     args = parser.parse_args()
     count = args.entries or (10_000 if args.quick else 100_000)
 
@@ -334,7 +370,7 @@ def main() -> None:
     messages = [(vk, m, signer.sign(m)) for m in (canonicalize(e) for e in ENTRIES[:1000])]
     raw_verify_time(messages, 1000)  # warm up
     state, raw, chain_rate, raw_cpu, chain_cpu = sequential(ENTRIES, messages)
-    par = parallel(args.workers, messages, pin=args.pin)
+    par = parallel(args.workers, messages, pin=args.pin, lines=args.lines)
     assert par.state == state, "parallel and sequential verification disagree"
 
     ratio, pratio = chain_rate / raw, par.per_s / par.floor_per_s
