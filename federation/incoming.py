@@ -71,15 +71,17 @@ REFUSAL_FIELD_MAX = 512
 
 
 def entry_refusal(entry: dict[str, object], *, at: float, code: str, reason: str) -> EntryRefusal:
-    """The refusal record of an entry as it claims itself; the proposal it names is
-    the ``proposal`` of a Tally or Decision, or the id of a Question."""
+    """The refusal record of an entry as it claims itself. Its subject (kept in
+    ``proposal``) is what a page shows it under: the id of a Question, the ``event``
+    of an Attendance count, else the ``proposal`` it names (a Tally, Decision, Level)."""
 
     def text(value: object) -> str | None:
         return value[:REFUSAL_FIELD_MAX] if isinstance(value, str) else None
 
     seq = entry.get("seq")
     kind = text(entry.get("type")) or "?"
-    proposal = text(entry.get("id") if kind == "Question" else entry.get("proposal"))
+    subject = {"Question": "id", "Attendance": "event"}.get(kind, "proposal")
+    proposal = text(entry.get(subject))
     return EntryRefusal(
         at=at,
         actor=text(entry.get("actor")) or "?",

@@ -48,8 +48,6 @@ from protocol.events import ConveningError
 
 log = logging.getLogger("convene.agenda")
 
-_REFUSAL_CODES = {"bad_proof": "forged", "unknown_key": "forged"}
-
 
 class NewAgenda(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     convening: str
@@ -282,7 +280,7 @@ class AgendaService:
         out = []
         for r in await agenda_store.refused(self._db):
             view = r.to_json()
-            view["code"] = _REFUSAL_CODES.get(r.code, r.code)
+            view["code"] = regional_store.shown_code(r.code)
             out.append(view)
         return out
 

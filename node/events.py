@@ -317,7 +317,12 @@ class Events:
         mine = None
         if member is not None:
             mine = await event_store.answer_of(self._db, held.object_id, member.id)
-        refused = await event_store.refused(self._db, held.object_id)
+        rejected = [r.to_json() for r in await event_store.refused(self._db, held.object_id)]
+        # Counts the inbox refused (bad or missing proof) were never stored; the
+        # refusal log's metadata still names them, as forged or unsigned.
+        for r in await regional_store.refusals(self._db, held.object_id):
+            code = regional_store.shown_code(r.code)
+            rejected.append({"actor": r.actor, "seq": r.seq, "code": code, "reason": r.reason})
         return {
             **_summary(held),
             "invited": invited,
@@ -332,7 +337,7 @@ class Events:
                 {"chapter": c.chapter, "seq": c.seq, "id": c.entry.get("id"), "digest": c.digest}
                 for c in counts
             ],
-            "rejected": [r.to_json() for r in refused],
+            "rejected": rejected,
         }
 
 

@@ -39,9 +39,6 @@ from protocol.facilitation import FacilitationError
 
 log = logging.getLogger("convene.facilitation")
 
-# The inbox's refusal codes as this view names them, as the regional view does.
-_REFUSAL_CODES = {"bad_proof": "forged", "unknown_key": "forged"}
-
 
 class GrantForm(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     actor: str
@@ -234,7 +231,7 @@ class Facilitation:
         grants = await facilitation_store.grants(self._db)
         refusals = await facilitation_store.refusals(self._db)
         for r in refusals:
-            r["code"] = _REFUSAL_CODES.get(r["code"], r["code"])
+            r["code"] = regional_store.shown_code(r["code"])
         return {
             "actor": self._me,
             "kind": self._kind,

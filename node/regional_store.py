@@ -269,6 +269,15 @@ async def rejections(db: Database, proposal: str) -> list[Rejection]:
 
 # --- the inbox's refusal log -----------------------------------------------------------
 
+# The inbox's refusal codes as every view names them: a proof that does not verify, or
+# one by a key not valid at that seq (e.g. retired), is a forgery.
+_SHOWN_CODES = {"bad_proof": "forged", "unknown_key": "forged"}
+
+
+def shown_code(code: str) -> str:
+    """A refusal code as pages and the API show it (`forged` for a failed proof)."""
+    return _SHOWN_CODES.get(code, code)
+
 
 async def log_refusal(tx: Tx, r: EntryRefusal, *, keep: int = REFUSAL_LOG_ROWS) -> None:
     """Append one refusal and drop all but the newest ``keep`` rows (ids only grow,

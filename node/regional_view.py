@@ -16,10 +16,6 @@ from node.errors import NotFound
 if TYPE_CHECKING:
     from node.regional import Regional  # which delegates its `status` here
 
-# The inbox's refusal codes as the regional view names them: a proof that does not
-# verify, or one by a key not valid at that seq (e.g. retired), is a forgery.
-REFUSAL_CODES = {"bad_proof": "forged", "unknown_key": "forged"}
-
 
 async def status(regional: Regional, proposal_id: str) -> dict[str, Any]:
     """What this node holds about a regional proposal, for the API and the demo
@@ -37,7 +33,7 @@ async def status(regional: Regional, proposal_id: str) -> dict[str, Any]:
     # Entries the inbox refused (bad or missing proof) were never stored; their
     # metadata in the refusal log still names them here, as forged or unsigned.
     for r in await regional_store.refusals(regional.db, q.object_id):
-        code = REFUSAL_CODES.get(r.code, r.code)
+        code = regional_store.shown_code(r.code)
         rejected.append(
             {"actor": r.actor, "seq": r.seq, "type": r.type, "code": code, "reason": r.reason}
         )
