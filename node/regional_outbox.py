@@ -1,5 +1,5 @@
 """The regional background loop: delivering our regional chain entries, settling due
-proposals, and catching up on what was missed (docs/protocol.md §8.4, §9.6).
+proposals, and catching up on what was missed (docs/protocol.md §8.4, §9.5).
 
 Theory of operation
 -------------------
@@ -130,7 +130,7 @@ class RegionalOutbox:
                     failed.append((target, attempts + 1))
                     continue
                 recipient = fed_store.Recipient(actor.inbox, actor.shared_inbox)
-                # A fediverse server (no convene `kind`) acts on activities only (§9.6).
+                # A fediverse server (no convene `kind`) acts on activities only (§9.5).
                 (foreign if actor.kind is None and wrapped else found).append(recipient)
                 done.append(target)
             async with self._db.write() as tx:

@@ -1,5 +1,5 @@
 """What a fediverse follower of a region receives (node/regional_outbox.py, docs/protocol.md
-§9.6): a region node in-process (create_app, real loopback port, real SQLite file), a
+§9.5): a region node in-process (create_app, real loopback port, real SQLite file), a
 convene chapter and a stand-in for a Mastodon-family server. The stand-in is a small
 foreign aiohttp server on loopback: it serves a `Person` actor with an RSA key, follows
 the region with an HTTP-signed `Follow`, and records every POST to its inbox."""
