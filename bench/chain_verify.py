@@ -153,11 +153,10 @@ def _verify_lines(start: int, end: int, history: list[tuple[int, str, VerifyKey]
 
     The chain file was inherited by fork (one bytes object: no page of it is written, so
     none is copied); only byte offsets come in, and only the assumed start, the end state
-    (or why the segment failed) and the CPU seconds go back. Decoding a run of lines here
-    also leaves its entries in this core's cache for the checks that follow."""
+    (or why the segment failed) and the CPU seconds go back."""
     cpu = time.process_time()
     data = LINES[0]
-    assumed: ChainState | str | None = None
+    assumed: ChainState | None = None
     if start:
         try:
             prev = _decode(data[data.rfind(b"\n", 0, start - 1) + 1 : start - 1])
@@ -170,10 +169,10 @@ def _verify_lines(start: int, end: int, history: list[tuple[int, str, VerifyKey]
         # One line at a time: each entry is checked while its decoded objects are still
         # in cache (decoding the whole segment first measured slower).
         for line in data[start : end - 1].split(b"\n"):
-            state = verify_next(state if isinstance(state, ChainState) else None, _decode(line))
+            state = verify_next(state, _decode(line))
     except (ChainError, msgspec.DecodeError) as exc:
         return assumed, str(exc), time.process_time() - cpu
-    assert isinstance(state, ChainState)
+    assert state is not None
     return assumed, state, time.process_time() - cpu
 
 
@@ -356,7 +355,8 @@ def main() -> None:
     print(f"load average at start: {_load()} (1, 5, 15 min) on {os.cpu_count()} cores")
     t0 = time.perf_counter()
     ENTRIES[:] = build_chain(count)
-    LINES[0] = b"".join(canonicalize(e) + b"\n" for e in ENTRIES)
+    if args.lines:
+        LINES[0] = b"".join(canonicalize(e) + b"\n" for e in ENTRIES)
     # The built entries are long-lived: freeze them out of the cyclic collector, so that
     # collections triggered while verifying do not rescan 100,000 dicts (and forked
     # workers do not copy their pages), as `convene audit` does with a loaded bundle.
