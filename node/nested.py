@@ -84,16 +84,10 @@ class Nested:
 
     async def on_question(self, entry: dict[str, Any]) -> None:
         regional = self._regional
-        upper, seq, digest = await regional.verified(entry)
-        if upper not in await regional_store.followed_regions(self._db):
-            why = f"{upper} is not a region this region follows"
-            raise RejectedEntry("not_followed", why, actor=upper, seq=seq)
-        try:
-            spec = ballots.parse_spec(entry)
-        except ProtocolError as exc:
-            raise RejectedEntry("malformed", exc.describe(), actor=upper, seq=seq) from None
-        if spec.scope != "regional" or self._me not in spec.chapters:
+        listed = await regional.listed_question(entry)
+        if listed is None:
             return  # not listed: not a level of this proposal
+        upper, _, digest, spec = listed
         object_id = str(entry["id"])
         if await regional_store.question(self._db, object_id) is not None:
             return  # already our level's

@@ -289,22 +289,35 @@ class Regional:
             ) from None
         return env.actor, env.seq, digest
 
-    async def _on_question(self, entry: dict[str, Any]) -> None:
-        if self._kind != "chapter":
-            if self.nesting is not None:
-                await self.nesting.on_question(entry)
-            return
+    async def listed_question(
+        self, entry: dict[str, Any]
+    ) -> tuple[str, int, str, ballots.ProposalSpec] | None:
+        """(region, seq, digest, spec) of a verified regional Question from a region this
+        node follows that lists this node; None when it does not list us (not ours to
+        hold); `RejectedEntry` for an unverified, unfollowed or malformed one. The same
+        gate for a chapter and for a lower region (node/nested.py)."""
         region, seq, digest = await self._verified(entry)
         if region not in await regional_store.followed_regions(self._db):
-            why = f"{region} is not a region this chapter follows"
+            why = f"{region} is not a region this {self._kind} follows"
             raise RejectedEntry("not_followed", why, actor=region, seq=seq)
         try:
             spec = ballots.parse_spec(entry)
         except ProtocolError as exc:
             raise RejectedEntry("malformed", exc.describe(), actor=region, seq=seq) from None
         if spec.scope != "regional" or self._me not in spec.chapters:
-            log.info("question %s does not list this chapter; not held", entry.get("id"))
+            log.info("question %s does not list this node; not held", entry.get("id"))
+            return None
+        return region, seq, digest, spec
+
+    async def _on_question(self, entry: dict[str, Any]) -> None:
+        if self._kind != "chapter":
+            if self.nesting is not None:
+                await self.nesting.on_question(entry)
             return
+        listed = await self.listed_question(entry)
+        if listed is None:
+            return
+        region, seq, digest, _ = listed
         held = await regional_store.question(self._db, str(entry.get("id")))
         if held is None or held.digest != digest:  # checked once, not on every catch-up
             await check_citation(self, entry, region, seq)  # a partner's request (§10.7)
