@@ -87,10 +87,20 @@ class Nested:
         listed = await regional.listed_question(entry)
         if listed is None:
             return  # not listed: not a level of this proposal
-        upper, _, digest, spec = listed
+        upper, seq, digest, spec = listed
         object_id = str(entry["id"])
         if await regional_store.question(self._db, object_id) is not None:
             return  # already our level's
+        try:
+            closes_ts = _closes_ts(entry)
+        except BadRequest as exc:
+            raise RejectedEntry("malformed", exc.detail, actor=upper, seq=seq) from None
+        if closes_ts is not None and closes_ts <= self._clock():
+            # Back after the close (down when it came, or a delivery that lagged): our
+            # chapters can cast no ballot any more, so we sign no Level and hold nothing;
+            # the upper decision names us `missing` (docs/regional.md, Limits).
+            log.info("%s closed before it arrived: this level sits it out", object_id)
+            return
         # a chapter that follows both stands at the upper level only: it counts once
         chapters = [
             c for c in await regional.default_chapters(("chapter",)) if c not in spec.chapters
@@ -122,10 +132,7 @@ class Nested:
         """A proposals row for the level: closed at the Question's close time and decided
         by node/regional.py from the level's tallies (origin None: no ballots here)."""
         terms = terms_of_question(question)
-        closes_at = question.get("closesAt") or question.get("endTime")
-        closes_ts = None
-        if isinstance(closes_at, str):
-            closes_ts = parse_rfc3339(closes_at, field="closesAt")
+        closes_ts = _closes_ts(question)
         fields: dict[str, Any] = {
             "id": "p-" + secrets.token_hex(8),
             "title": str(question.get("name") or question["id"]),
@@ -379,6 +386,12 @@ class Nested:
             "upper_verification": verification,
             "upper_dispute": dispute,
         }
+
+
+def _closes_ts(question: dict[str, Any]) -> int | None:
+    """The Question's close time (`closesAt`, or AS2 `endTime`), None when open-ended."""
+    closes_at = question.get("closesAt") or question.get("endTime")
+    return parse_rfc3339(closes_at, field="closesAt") if isinstance(closes_at, str) else None
 
 
 def setup(app: web.Application) -> None:

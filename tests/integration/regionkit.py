@@ -13,7 +13,7 @@ import msgspec
 from federation.client import FederationClient, http_signer
 from node.bootstrap import identity_of
 from node.config import DATABASE_FILE
-from node.demo import Node
+from node.demo import Cluster, Node, wait_until
 from protocol import chain
 
 
@@ -98,3 +98,29 @@ def stored_anywhere(node: Node, entry: dict[str, Any]) -> list[str]:
     finally:
         conn.close()
     return found
+
+
+async def join_region(c: Cluster, follower: Node, region: Node) -> None:
+    """`follower` asks to follow `region` over the API; wait until it sees the Accept."""
+    status, body = await c.call("POST", follower, "/api/federation/join", {"region": region.url})
+    assert status == 202, body
+
+    async def accepted() -> bool | None:
+        _, seen = await c.call("GET", follower, "/api/federation")
+        ok = any(
+            f["state"] == "accepted" and f["region"] == region.actor for f in seen["following"]
+        )
+        return True if ok else None
+
+    await wait_until(f"{region.name} to accept {follower.name}", accepted)
+
+
+async def local_id(c: Cluster, n: Node, object_id: str, timeout: float = 30.0) -> str:
+    """`n`'s local id of the proposal `object_id`, once it holds it."""
+
+    async def probe() -> str | None:
+        _, body = await c.call("GET", n, "/api/proposals")
+        ids = [i["id"] for i in body["items"] if i["object_id"] == object_id]
+        return ids[0] if ids else None
+
+    return await wait_until(f"{n.name} to hold {object_id}", probe, timeout)
