@@ -20,10 +20,9 @@ from aiohttp import web
 
 from federation import follow_store
 from federation.follow import FollowService
-from node import regional_store
-from node.errors import BadRequest, NotFound
+from node.errors import BadRequest
 from node.federation_glue import FOLLOW_KEY, actor_names
-from node.regional import REGIONAL_KEY
+from node.web.levels import levels, named_in
 from node.web.page import Visit, page, read_form, redirect, render
 
 MAX_REGION = 500
@@ -44,47 +43,17 @@ async def _status(service: FollowService) -> dict[str, Any]:
     return await service.host.write(read)
 
 
-async def _levels(request: web.Request) -> list[dict[str, Any]]:
-    """The regional view (`GET /api/proposals/{id}/regional`) of every held proposal
-    that spans levels: this node decides a level of it, or lower regions fed it."""
-    regional = request.app.get(REGIONAL_KEY)
-    if regional is None:
-        return []
-    out = []
-    for q in await regional_store.questions(regional.db):
-        row = await regional_store.proposal_by_object(regional.db, q.object_id)
-        if row is None:
-            continue
-        try:
-            view = await regional.status(row["id"])
-        except NotFound:
-            continue
-        if view.get("level") is None and not view.get("lower_decisions"):
-            continue
-        refused = [r for r in view["rejected"] if r.get("type") in ("Decision", "Level")]
-        out.append(
-            {
-                **view,
-                "title": str(q.entry.get("name") or row["id"]),
-                "upper": str(q.entry.get("actor")),
-                "refused_lower": refused,
-            }
-        )
-    return out
-
-
 @page
 async def region(request: web.Request, visit: Visit) -> web.Response:
     visit.need_role("organizer", "managing the region")
     context = await _status(_follow(request))
-    levels = await _levels(request)
+    across = await levels(request.app)
     shown = [f.target for f in context["following"]]
     shown += [c.actor_id for c in (*context["pending"], *context["accepted"])]
-    for p in levels:
-        shown += [p["upper"], *(d["region"] for d in p["lower_decisions"])]
-        shown += [str(r.get("actor")) for r in p["refused_lower"]]
+    for p in across:
+        shown += named_in(p)
     names = await actor_names(request.app, shown)
-    return render(request, visit, "region.html", context | {"levels": levels, "names": names})
+    return render(request, visit, "region.html", context | {"levels": across, "names": names})
 
 
 def _field(form: Any, name: str, what: str) -> str:

@@ -15,6 +15,7 @@ from node.federation_glue import actor_names
 from node.proposal_forms import ProposalView
 from node.regional import REGIONAL_KEY
 from node.web.chart import tally_chart, turnout_chart
+from node.web.levels import level_of, named_in
 from node.web.page import Visit, page, read_form, render, services
 from protocol import ballots
 from protocol.aggregate import Decision, parse_decision
@@ -145,6 +146,11 @@ async def results_page(request: web.Request, visit: Visit) -> web.Response:
     context["refused"] = await refused_tallies(request, proposal)
     if context["regional"] is not None:
         context["chapter_rows"] = await chapter_rows(request, context["regional"])
+    if proposal.scope == "regional":  # a nested proposal: its other levels, by name
+        level = await level_of(request.app, proposal.object_id)
+        if level is not None:
+            names = await actor_names(request.app, named_in(level))
+            context |= {"level": level, "names": names}
     if not proposal.secret:  # open votes: how many ballots carry their member's signature
         db = services(request).db
         context["custody"] = await member_key_store.signed_counts(db, proposal.id)

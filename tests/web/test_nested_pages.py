@@ -137,6 +137,12 @@ async def test_the_region_page_shows_each_level_by_name(browser: Browser, tmp_pa
         assert city.services.identity.actor not in levels  # names, not addresses
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         await lead.screenshot(path=str(ARTIFACTS / "nested-state.png"), full_page=True)
+        # The results page of the same proposal shows its levels too, to members.
+        # (Checked before logging in on the city: both share 127.0.0.1's cookies.)
+        await lead.goto(state.at(f"/proposals/{state_view['id']}/results"))
+        across = await lead.inner_text("#levels")
+        assert names["city"] in across and f"seq {seq}" in across and "recomputed" in across
+        assert city.services.identity.actor not in across
 
         host = await organizer_page(ctx, city, "Hugo")
         await host.goto(city.at("/organize/region"))
@@ -147,6 +153,11 @@ async def test_the_region_page_shows_each_level_by_name(browser: Browser, tmp_pa
         assert f"{names['state']}'s decision" in level and "verified" in level
         assert state.services.identity.actor not in level
         await host.screenshot(path=str(ARTIFACTS / "nested.png"), full_page=True)
+
+        # The results page of the same proposal shows its levels too, to members.
+        await host.goto(city.at(f"/proposals/{city_view['id']}/results"))
+        across = await host.inner_text("#levels")
+        assert f"{names['state']}'s decision" in across and "verified" in across
     finally:
         await ctx.close()
         for runner in (chapter_runner, city_runner, state_runner):
