@@ -3,7 +3,8 @@
 that follows it, and one chapter (Alder) under the city. The city is killed before the
 state opens its proposal; when it comes back before the close, its catch-up pull takes
 the Question, it signs its Level, its chapter votes, and every level decides and
-verifies as if it had never been away."""
+verifies as if it had never been away. Killed again and back only after a later
+proposal closed, it signs no Level and the state's decision names it `missing`."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from node.demo import Cluster, Node, free_port, wait_until
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 GRACE = 5
-CLOSES_IN = 12  # room for the city's restart, its Level and Alder's votes
+CLOSES_IN = 15  # room for the city's restart, its Level and Alder's votes
 CLOSED_IN = 2  # closed long before the city is back
 CONVENE = [sys.executable, "-c", "from node.cli import main; main()"]
 
