@@ -34,7 +34,11 @@ from protocol.events import ConveningError
 log = logging.getLogger("convene.agenda")
 
 CATCH_UP_AFTER_S = 2.0  # after start: Regional pulls the followed regions' configs first
-CATCH_UP_EVERY_S = 120.0  # then open agendas are pulled again this often
+# Then open agendas are pulled again this often. Deliveries are durable and retried for
+# days and a restart pulls at once, so this only mends a delivery lost for good; each
+# pass reads the region's and every listed chapter's whole chain, which on a small
+# machine with many chapters is not free.
+CATCH_UP_EVERY_S = 900.0
 ENTRY_TYPES = (agenda.SUBMISSION_TYPE, agenda.SPONSORSHIP_TYPE, agenda.CLOSE_TYPE)
 
 
