@@ -14,7 +14,7 @@ created by federation/store.py's schema.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
@@ -70,18 +70,27 @@ class EntryRefusal:
 REFUSAL_FIELD_MAX = 512
 
 
+# What an entry is about, by its type: the field that names it (docs/protocol.md §9.3).
+_SUBJECT_FIELD = {"Question": "id", "Attendance": "event"}
+
+
+def entry_subject(entry: Mapping[str, object]) -> str | None:
+    """What a refused entry is shown under: the id of a Question, the ``event`` of an
+    Attendance count, else the ``proposal`` it names (a Tally, Decision, Level)."""
+    value = entry.get(_SUBJECT_FIELD.get(str(entry.get("type")), "proposal"))
+    return value if isinstance(value, str) else None
+
+
 def entry_refusal(entry: dict[str, object], *, at: float, code: str, reason: str) -> EntryRefusal:
-    """The refusal record of an entry as it claims itself. Its subject (kept in
-    ``proposal``) is what a page shows it under: the id of a Question, the ``event``
-    of an Attendance count, else the ``proposal`` it names (a Tally, Decision, Level)."""
+    """The refusal record of an entry as it claims itself; its subject
+    (``entry_subject``) is kept in ``proposal``."""
 
     def text(value: object) -> str | None:
         return value[:REFUSAL_FIELD_MAX] if isinstance(value, str) else None
 
     seq = entry.get("seq")
     kind = text(entry.get("type")) or "?"
-    subject = {"Question": "id", "Attendance": "event"}.get(kind, "proposal")
-    proposal = text(entry.get(subject))
+    proposal = text(entry_subject(entry))
     return EntryRefusal(
         at=at,
         actor=text(entry.get("actor")) or "?",

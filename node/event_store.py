@@ -1,5 +1,6 @@
 """SQL of convenings (node/events.py): the Event entries held here, members' RSVPs, the
-verified Attendance entries, and the Attendance entries refused with their reason.
+and the verified Attendance entries. A refused count is kept, like every refused entry,
+in Regional's rejection log (node/regional_store.py) under its event.
 
 Registered as the node's ``events`` migration component. Signed entries are kept
 verbatim (JSON bytes); what a page shows is recomputed from them by protocol/events.py.
@@ -16,7 +17,7 @@ from node.storage import Database, Row, Tx
 
 EVENTS_MIGRATIONS: tuple[str, ...] = (
     # 1: events (own and a followed region's), RSVPs in arrival order, verified
-    # attendance counts (one per chapter and event), refused attendance counts
+    # attendance counts (one per chapter and event)
     """
     CREATE TABLE events (
         id TEXT PRIMARY KEY,
@@ -45,19 +46,7 @@ EVENTS_MIGRATIONS: tuple[str, ...] = (
         entry BLOB NOT NULL,
         received_at REAL NOT NULL,
         PRIMARY KEY (event, chapter)
-    );
-    CREATE TABLE event_rejected (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        event TEXT,
-        actor TEXT NOT NULL,
-        seq INTEGER,
-        digest TEXT NOT NULL,
-        code TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        UNIQUE (actor, seq, digest, code)
-    );
-    CREATE INDEX event_rejected_by_event ON event_rejected (event, id)
+    )
     """,
 )
 
@@ -79,19 +68,6 @@ class HeldCount:
     seq: int
     digest: str
     entry: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Refused:
-    event: str | None
-    actor: str
-    seq: int | None
-    digest: str
-    code: str
-    reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"actor": self.actor, "seq": self.seq, "code": self.code, "reason": self.reason}
 
 
 def event_id(digest: str) -> str:
@@ -218,25 +194,3 @@ async def counts(db: Database, event: str) -> list[HeldCount]:
         (event,),
     )
     return [_count(r) for r in rows]
-
-
-# --- refused counts -------------------------------------------------------------------------
-
-
-async def put_refused(tx: Tx, r: Refused, now: float) -> None:
-    await tx.execute(
-        "INSERT OR IGNORE INTO event_rejected"
-        " (event, actor, seq, digest, code, reason, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (r.event, r.actor, r.seq, r.digest, r.code, r.reason, now),
-    )
-
-
-async def refused(db: Database, event: str) -> list[Refused]:
-    rows = await db.fetchall(
-        "SELECT event, actor, seq, digest, code, reason FROM event_rejected"
-        " WHERE event = ? ORDER BY id",
-        (event,),
-    )
-    return [
-        Refused(r["event"], r["actor"], r["seq"], r["digest"], r["code"], r["reason"]) for r in rows
-    ]

@@ -26,7 +26,6 @@ tallies, or the chapter's own tally) and answers 409 naming the slots on a tie.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import msgspec
@@ -36,14 +35,13 @@ from node import chain_store, event_store, proposal_store, regional_store
 from node.api import SERVICES_KEY
 from node.clock import Clock, parse_rfc3339, rfc3339, system_clock
 from node.errors import BadRequest, Conflict, NotFound
-from node.event_store import HeldCount, HeldEvent, Refused
+from node.event_store import HeldCount, HeldEvent
 from node.ledger import Appended
 from node.members import Member, require_role
 from node.regional import REGIONAL_KEY, RejectedEntry, Unready
 from node.storage import Tx
 from protocol import ballots, canonical, roster
 from protocol import tally as protocol_tally
-from protocol.errors import ProtocolError
 from protocol.events import (
     ATTENDANCE_TYPE,
     EVENT_TYPE,
@@ -251,26 +249,10 @@ class Events:
             raise RejectedEntry("duplicate", why, actor=host, seq=seq)
 
     async def ingest_attendance(self, entry: dict[str, Any]) -> None:
-        event = entry.get("event")
-        try:
-            chapter, seq, digest = await self._regional.verified(entry)
-            if chapter != self._me:
-                await self._hold_count(entry, chapter, seq, digest)
-        except RejectedEntry as exc:
-            entry_digest = ""
-            with contextlib.suppress(ProtocolError):
-                entry_digest = canonical.digest(entry)
-            refused = Refused(
-                event if isinstance(event, str) else None,
-                exc.actor or "?",
-                exc.seq,
-                entry_digest,
-                exc.code,
-                exc.reason,
-            )
-            async with self._db.write() as tx:
-                await event_store.put_refused(tx, refused, self._clock())
-            raise
+        # A refusal is kept by Regional's rejection log, under the count's event.
+        chapter, seq, digest = await self._regional.verified(entry)
+        if chapter != self._me:
+            await self._hold_count(entry, chapter, seq, digest)
 
     async def _hold_count(self, entry: dict[str, Any], chapter: str, seq: int, digest: str) -> None:
         try:
@@ -317,7 +299,7 @@ class Events:
         mine = None
         if member is not None:
             mine = await event_store.answer_of(self._db, held.object_id, member.id)
-        rejected = [r.to_json() for r in await event_store.refused(self._db, held.object_id)]
+        rejected = [r.to_json() for r in await regional_store.rejections(self._db, held.object_id)]
         # Counts the inbox refused (bad or missing proof) were never stored; the
         # refusal log's metadata still names them, as forged or unsigned.
         for r in await regional_store.refusals(self._db, held.object_id):

@@ -107,9 +107,7 @@ class RequestCarrier:
         try:
             form = decode_new_proposal(msgspec.json.encode(fields))
             view = await self._proposals.create(author, form, terms={rule.REQUESTED_BY: digest})
-        except BadRequest as exc:
-            raise RejectedEntry("malformed", exc.detail, actor=actor, seq=seq) from None
-        except ProtocolError as exc:  # the voting rules (protocol/ballots.py)
+        except (BadRequest, ProtocolError) as exc:  # the form, or the voting rules
             raise RejectedEntry("malformed", exc.detail, actor=actor, seq=seq) from None
         finally:
             self._carrying.pop(digest, None)

@@ -46,6 +46,7 @@ from aiohttp import web
 from federation.actors import ActorCache, ActorKeyError
 from federation.errors import FederationError
 from federation.inbox import EntryRefusal, IncomingActivity
+from federation.incoming import entry_subject
 from node import regional_store, regional_view
 from node.api import SERVICES_KEY, authenticate, json_response
 from node.clock import Clock, parse_rfc3339, rfc3339, system_clock
@@ -249,12 +250,12 @@ class Regional:
             await self._reject(entry, exc)
 
     async def _reject(self, entry: dict[str, Any], exc: RejectedEntry) -> None:
-        proposal = entry.get("proposal") if entry.get("type") != "Question" else entry.get("id")
+        subject = entry_subject(entry)  # the same subject the inbox's refusal log keeps
         digest = ""
         with contextlib.suppress(ProtocolError):
             digest = canonical.digest(entry)
         rejection = Rejection(
-            proposal if isinstance(proposal, str) else None,
+            subject,
             exc.actor or "?",
             exc.seq,
             digest,

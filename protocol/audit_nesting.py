@@ -154,7 +154,7 @@ def decision_lateness(question: Mapping[str, Any], decision: Mapping[str, Any]) 
         if when.tzinfo is not None and when <= due:
             return None
     except ValueError:
-        pass
+        pass  # an unreadable time cannot show it was on time: judged late, below
     shown = due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"published {published!r:.40}, after lower decisions were due at {shown}"
 

@@ -399,8 +399,8 @@ async def test_a_count_for_an_event_not_arrived_yet_is_retried_later(pair: Pair)
     with pytest.raises(Unready, match="has not arrived"):
         await receive(pair.alder, entry)
     db: Database = pair.alder.app[SERVICES_KEY].db
-    for table in ("event_attendance", "event_rejected"):
+    for table, subject in (("event_attendance", "event"), ("regional_rejected", "proposal")):
         row = await db.fetchone(
-            f"SELECT 1 FROM {table} WHERE seq = ? AND event IS ?", (entry["seq"], early)
+            f"SELECT 1 FROM {table} WHERE seq = ? AND {subject} IS ?", (entry["seq"], early)
         )
         assert row is None, table
